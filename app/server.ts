@@ -1,0 +1,133 @@
+/**
+ * The composition root: builds every feature from the config and wires them into one HTTP
+ * server. Nothing else constructs stores or services.
+ */
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { sql } from 'slonik';
+import type { Config } from './config/index.js';
+import { createDatabasePool, type DatabasePool } from './db/pool.js';
+import { runMigrations } from './db/migrate.js';
+import { createHealthRoutes } from './health/routes.js';
+import { createHttpApp } from './http/app.js';
+import { buildOpenApiDocument } from './http/openapi.js';
+import type { AnyRoute } from './http/route.js';
+import type { Logger } from './logger.js';
+import { version } from './version.js';
+
+/** A boot failure the operator can act on; its message is one line and holds no secret. */
+export class BootError extends Error {
+  override name = 'BootError';
+}
+
+export type Service = {
+  server: Server;
+  pool: DatabasePool;
+  /** `http://host:port` the server listens on. */
+  url: string;
+  /**
+   * Graceful stop: readiness turns 503, the listener stops accepting, in-flight requests finish,
+   * long-lived connections are told to go elsewhere, the pool closes. Idempotent.
+   */
+  shutdown: (reason: string) => Promise<void>;
+};
+
+export type ServiceOptions = {
+  config: Config;
+  logger: Logger;
+  /** Port override (tests pass 0 for an ephemeral port). */
+  port?: number;
+};
+
+const describeConnectFailure = (config: Config, error: unknown): string => {
+  const text = `${(error as Error)?.message ?? ''} ${String((error as { cause?: Error })?.cause?.message ?? '')}`;
+  if (/does not support SSL/i.test(text)) {
+    return `Invalid configuration: DB_SSLMODE ${config.database.sslMode} requires TLS, but the database server does not accept TLS connections`;
+  }
+  if (/self[- ]signed|unable to verify|certificate|altnames|Hostname\/IP/i.test(text)) {
+    return `Invalid configuration: DB_SSLMODE ${config.database.sslMode}: the database server certificate did not verify against DB_SSL_ROOT_CERT`;
+  }
+  if (/password authentication failed|no pg_hba/i.test(text)) {
+    return 'Database refused the credentials (check DB_USER and the DB password)';
+  }
+  if (/does not exist/i.test(text) && /database/i.test(text)) return 'The configured database does not exist';
+  return 'The database is unreachable (check DATABASE_URL / DB_HOST and that the server is running)';
+};
+
+/**
+ * Connects, migrates and starts listening.
+ * @throws {BootError} when the database is unreachable, refuses TLS or a migration fails.
+ */
+export const startService = async ({ config, logger, port }: ServiceOptions): Promise<Service> => {
+  const pool = await createDatabasePool(config.database);
+  try {
+    await pool.query(sql.unsafe`SELECT 1`);
+  } catch (error) {
+    await pool.end().catch(() => undefined);
+    logger.debug({ err: error }, 'database connection failed at boot');
+    throw new BootError(describeConnectFailure(config, error), { cause: error });
+  }
+  try {
+    const result = await runMigrations(config.database);
+    if (result.applied.length > 0) logger.info({ applied: result.applied }, 'migrations applied');
+  } catch (error) {
+    await pool.end().catch(() => undefined);
+    throw new BootError(`Database migration failed: ${(error as Error).message.split('\n')[0]}`, { cause: error });
+  }
+
+  let draining = false;
+  const shutdownHooks: Array<() => Promise<void> | void> = [];
+
+  const routes: AnyRoute[] = [];
+  let openApiDocument: unknown;
+  routes.push(
+    ...createHealthRoutes({
+      pingDatabase: async () => {
+        await pool.query(sql.unsafe`SELECT 1`);
+      },
+      isDraining: () => draining,
+      openApiDocument: () => (openApiDocument ??= buildOpenApiDocument(routes, { version })),
+    }),
+  );
+
+  const app = createHttpApp({ config, logger, routes });
+  app.use(async (ctx, next) => {
+    await next();
+    // While draining, ask keep-alive clients to reconnect elsewhere after this response.
+    if (draining) ctx.set('Connection', 'close');
+  });
+  const server = createServer(app.callback());
+  // Slow-header and slow-body clients must not pin sockets (slowloris).
+  server.headersTimeout = 10_000;
+  server.requestTimeout = 30_000;
+  server.keepAliveTimeout = 65_000;
+
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', (error: NodeJS.ErrnoException) =>
+      reject(new BootError(error.code === 'EADDRINUSE' ? `Port ${port ?? config.http.port} is already in use (PORT)` : error.message)),
+    );
+    server.listen(port ?? config.http.port, config.http.host, resolve);
+  });
+  const address = server.address() as AddressInfo;
+  const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
+  const url = `http://${host === '0.0.0.0' ? '127.0.0.1' : host}:${address.port}`;
+
+  let stopping: Promise<void> | undefined;
+  const shutdown = (reason: string) =>
+    (stopping ??= (async () => {
+      logger.info({ reason }, 'shutting down');
+      draining = true;
+      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+      server.closeIdleConnections();
+      for (const hook of shutdownHooks) await hook();
+      const deadline = new Promise<'timeout'>((resolve) => setTimeout(resolve, config.shutdownTimeoutMs, 'timeout').unref());
+      if ((await Promise.race([closed, deadline])) === 'timeout') {
+        logger.warn('shutdown timeout reached; closing remaining connections');
+        server.closeAllConnections();
+      }
+      await pool.end();
+      logger.info('shutdown complete');
+    })());
+
+  return { server, pool, url, shutdown };
+};
