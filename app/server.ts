@@ -37,6 +37,8 @@ export type ServiceOptions = {
   logger: Logger;
   /** Port override (tests pass 0 for an ephemeral port). */
   port?: number;
+  /** Routes mounted after the built-in ones; tests use this to exercise the platform with failing or slow handlers. */
+  extraRoutes?: readonly AnyRoute[];
 };
 
 const describeConnectFailure = (config: Config, error: unknown): string => {
@@ -58,7 +60,7 @@ const describeConnectFailure = (config: Config, error: unknown): string => {
  * Connects, migrates and starts listening.
  * @throws {BootError} when the database is unreachable, refuses TLS or a migration fails.
  */
-export const startService = async ({ config, logger, port }: ServiceOptions): Promise<Service> => {
+export const startService = async ({ config, logger, port, extraRoutes = [] }: ServiceOptions): Promise<Service> => {
   const pool = await createDatabasePool(config.database);
   try {
     await pool.query(sql.unsafe`SELECT 1`);
@@ -89,6 +91,8 @@ export const startService = async ({ config, logger, port }: ServiceOptions): Pr
       openApiDocument: () => (openApiDocument ??= buildOpenApiDocument(routes, { version })),
     }),
   );
+
+  routes.push(...extraRoutes);
 
   const app = createHttpApp({ config, logger, routes });
   app.use(async (ctx, next) => {

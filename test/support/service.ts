@@ -5,6 +5,7 @@ import { randomBytes } from 'node:crypto';
 import { Writable } from 'node:stream';
 import type { ExecutionContext } from 'ava';
 import { loadConfig, type Config } from '../../app/config/index.js';
+import type { AnyRoute } from '../../app/http/route.js';
 import { createLogger } from '../../app/logger.js';
 import { startService, type Service } from '../../app/server.js';
 import { createTestDatabase, testSslMode, type TestDatabase } from './database.js';
@@ -43,13 +44,13 @@ export type TestService = Service & { config: Config; logs: LogCapture; database
 export const startTestService = async (
   t: ExecutionContext | { teardown: (fn: () => Promise<void>) => void },
   overrides: Record<string, string | undefined> = {},
-  options: { database?: TestDatabase } = {},
+  options: { database?: TestDatabase; extraRoutes?: readonly AnyRoute[] } = {},
 ): Promise<TestService> => {
   const database = options.database ?? (await createTestDatabase());
   const config = await loadConfig(testEnvironment(database.url, overrides));
   const logs = new LogCapture();
   const logger = createLogger(config, logs);
-  const service = await startService({ config, logger, port: 0 });
+  const service = await startService({ config, logger, port: 0, extraRoutes: options.extraRoutes });
   t.teardown(async () => {
     await service.shutdown('test finished');
     if (!options.database) await database.drop();
