@@ -198,7 +198,8 @@ const resolveSecrets = async (env: Env, options: LoadConfigOptions): Promise<Res
         const why = code === undefined ? '' : ` (gRPC code ${code}${grpcStatusHint[code] ?? ''})`;
         throw new ConfigError(`${name}_SECRET_REF`, `could not be read from Secret Manager${why}`);
       }
-      resolved[name] = outcome.value;
+      // `echo value | gcloud secrets versions add` stores a trailing newline nobody means.
+      resolved[name] = outcome.value.replace(/\r?\n$/, '');
     });
   }
 
