@@ -1,0 +1,218 @@
+/**
+ * The Karaxas backend perimeter on Google Cloud — the program `pulumi up` runs.
+ *
+ * Composition only: every setting comes from the validated stack config
+ * (./config.ts) and every resource lives in a component under ./components.
+ */
+import * as pulumi from '@pulumi/pulumi';
+import { loadConfig, type SecretKey } from './config.js';
+import { standardLabels } from './components/common.js';
+import { ProjectServices } from './components/project-services.js';
+import { Network } from './components/network.js';
+import { Secrets, type SecretGenerator } from './components/secrets.js';
+import { Database } from './components/database.js';
+import { Service } from './components/service.js';
+import { Armor } from './components/armor.js';
+import { baselineArmorRules } from './components/armor-rules.js';
+import { Edge } from './components/edge.js';
+import { CiIdentity } from './components/ci-identity.js';
+import { AuditArchive } from './components/audit-archive.js';
+
+const cfg = loadConfig();
+const prefix = cfg.namePrefix;
+const labels = standardLabels(cfg.environment);
+const base = { prefix, project: cfg.project, labels };
+
+const apis = cfg.enableApis ? new ProjectServices('apis', base) : undefined;
+const afterApis: pulumi.ComponentResourceOptions = { dependsOn: apis?.services ?? [] };
+
+const network = new Network(
+  'network',
+  {
+    ...base,
+    region: cfg.region,
+    subnetCidr: cfg.network.subnetCidr,
+    privateServicesPrefixLength: cfg.network.privateServicesPrefixLength,
+    flowLogs: cfg.network.flowLogs,
+  },
+  afterApis,
+);
+
+/** Secret ids and how each value is generated when not supplied via `pulumi config set --secret`. */
+const SECRET_LAYOUT: Record<SecretKey, { id: string; generate: SecretGenerator }> = {
+  jwtSecret: { id: 'jwt-secret', generate: { kind: 'password', length: 64 } },
+  opsApiToken: { id: 'ops-api-token', generate: { kind: 'password', length: 48 } },
+  dbPassword: { id: 'db-password', generate: { kind: 'password', length: 40 } },
+  totpEncryptionKey: { id: 'totp-encryption-key', generate: { kind: 'bytes', length: 32 } },
+};
+
+const secrets = new Secrets(
+  'secrets',
+  {
+    ...base,
+    secrets: (Object.keys(SECRET_LAYOUT) as SecretKey[]).map((key) => ({
+      key,
+      secretId: `${prefix}-${SECRET_LAYOUT[key].id}`,
+      generate: SECRET_LAYOUT[key].generate,
+      value: cfg.secretValues[key],
+      rotation: cfg.secretRotation[key],
+    })),
+  },
+  afterApis,
+);
+const secret = (key: SecretKey) => secrets.secrets[key]!;
+
+const database = new Database(
+  'database',
+  {
+    ...base,
+    region: cfg.region,
+    networkId: network.network.id,
+    allocatedIpRange: network.privateServicesRange.name,
+    dependsOn: [network.privateServicesConnection],
+    databaseVersion: cfg.database.version,
+    tier: cfg.database.tier,
+    edition: cfg.database.edition,
+    availabilityType: cfg.database.availabilityType,
+    diskSizeGb: cfg.database.diskSizeGb,
+    requireClientCertificates: cfg.database.requireClientCertificates,
+    backupStartTime: cfg.database.backupStartTime,
+    retainedBackups: cfg.database.retainedBackups,
+    transactionLogRetentionDays: cfg.database.transactionLogRetentionDays,
+    deletionProtection: cfg.database.deletionProtection,
+    maintenanceDay: cfg.database.maintenanceDay,
+    maintenanceHour: cfg.database.maintenanceHour,
+    databaseName: cfg.database.databaseName,
+    userName: cfg.database.userName,
+    userPassword: secret('dbPassword').value,
+  },
+  afterApis,
+);
+
+/** Container environment (contract §9). Secrets only ever travel as pinned version references. */
+const env: Record<string, pulumi.Input<string>> = {
+  NODE_ENV: 'production',
+  LOG_LEVEL: cfg.service.logLevel,
+  TRUST_PROXY: 'true',
+  TRUSTED_PROXY_HOPS: String(cfg.service.trustedProxyHops),
+  CORS_ALLOWED_ORIGINS: cfg.corsAllowedOrigins.join(','),
+  DB_HOST: database.privateIp,
+  DB_PORT: '5432',
+  DB_NAME: cfg.database.databaseName,
+  DB_USER: cfg.database.userName,
+  DB_SSLMODE: cfg.database.clientSslMode,
+  ...(cfg.database.clientSslMode === 'verify-ca' ? { DB_SSL_ROOT_CERT: database.serverCaCert } : {}),
+};
+const jwtPrevious = secret('jwtSecret').previousRef;
+const secretRefs = {
+  JWT_SECRET_SECRET_REF: { versionName: secret('jwtSecret').currentRef },
+  OPS_API_TOKEN_SECRET_REF: { versionName: secret('opsApiToken').currentRef },
+  DB_PASSWORD_SECRET_REF: { versionName: secret('dbPassword').currentRef },
+  TOTP_ENCRYPTION_KEY_SECRET_REF: { versionName: secret('totpEncryptionKey').currentRef },
+  ...(jwtPrevious ? { JWT_SECRET_PREVIOUS_SECRET_REF: { versionName: jwtPrevious } } : {}),
+};
+
+const service = new Service(
+  'service',
+  {
+    ...base,
+    region: cfg.region,
+    image: cfg.image,
+    env,
+    secretRefs,
+    readableSecrets: Object.fromEntries(Object.values(secrets.secrets).map((s) => [s.key, s.secret])),
+    networkId: network.network.id,
+    subnetId: network.subnet.id,
+    minInstances: cfg.service.minInstances,
+    maxInstances: cfg.service.maxInstances,
+    concurrency: cfg.service.concurrency,
+    cpu: cfg.service.cpu,
+    memory: cfg.service.memory,
+    requestTimeoutSeconds: cfg.service.requestTimeoutSeconds,
+    alwaysOnCpu: cfg.service.alwaysOnCpu,
+    launchStage: cfg.service.launchStage,
+    deletionProtection: cfg.service.deletionProtection ?? cfg.isProd,
+  },
+  afterApis,
+);
+
+const armor = new Armor(
+  'armor',
+  {
+    ...base,
+    policyName: cfg.armor.policyName,
+    rules: baselineArmorRules(cfg.armor),
+    previewNewRules: cfg.armor.previewNewRules,
+    previewRules: cfg.armor.previewRules,
+    jsonParsing: cfg.armor.jsonParsing,
+    verboseLogging: cfg.armor.verboseLogging,
+  },
+  afterApis,
+);
+
+const edge = new Edge(
+  'edge',
+  {
+    ...base,
+    region: cfg.region,
+    cloudRunServiceName: service.service.name,
+    domains: cfg.domains,
+    securityPolicy: armor.policy.selfLink,
+    sslProfile: cfg.edge.sslProfile,
+    minTlsVersion: cfg.edge.minTlsVersion,
+    logSampleRate: cfg.edge.logSampleRate,
+  },
+  afterApis,
+);
+
+const ci = new CiIdentity(
+  'ci',
+  {
+    ...base,
+    repository: cfg.github.repository,
+    repositoryId: cfg.github.repositoryId,
+    ownerId: cfg.github.ownerId,
+    deployBranches: cfg.github.deployBranches,
+    deployEnvironments: cfg.github.deployEnvironments,
+    deployerRoles: cfg.github.deployerRoles,
+    previewRoles: cfg.github.previewRoles,
+    actAsServiceAccounts: [service.serviceAccount.name],
+    artifactRepository: {
+      project: service.repository.project,
+      location: service.repository.location,
+      name: service.repository.name,
+    },
+  },
+  afterApis,
+);
+
+const archive = new AuditArchive(
+  'audit-archive',
+  {
+    ...base,
+    bucketName: cfg.auditArchive.bucketName ?? `${cfg.project}-security-audit-archive`,
+    location: cfg.auditArchive.location ?? cfg.region,
+    storageClass: cfg.auditArchive.storageClass,
+    retentionDays: cfg.auditArchive.retentionDays,
+    lockRetention: cfg.auditArchive.lockRetention,
+    objectPrefix: cfg.auditArchive.objectPrefix,
+    writers: { runtime: service.member },
+  },
+  afterApis,
+);
+
+export const url = `https://${cfg.domains[0]}`;
+export const loadBalancerIp = edge.address.address;
+export const cloudRunService = service.service.name;
+export const runtimeServiceAccount = service.serviceAccount.email;
+export const artifactRepository = pulumi.interpolate`${cfg.region}-docker.pkg.dev/${cfg.project}/${service.repository.repositoryId}`;
+export const armorPolicy = armor.policy.name;
+export const armorPreviewRules = armor.previewedRules;
+export const databaseInstance = database.instance.connectionName;
+export const secretRefsInUse = Object.fromEntries(
+  Object.entries(secretRefs).map(([name, ref]) => [name, pulumi.output(ref.versionName)]),
+);
+export const workloadIdentityProvider = ci.providerName;
+export const deployServiceAccount = ci.deployer.email;
+export const previewServiceAccount = ci.previewer.email;
+export const auditArchiveUri = archive.archiveUri;
