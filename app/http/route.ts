@@ -66,11 +66,25 @@ export const errorEnvelopeSchema = z
   })
   .strict();
 
+/**
+ * The issue's message without anything the client sent. Zod's default texts for these two codes
+ * quote the submitted value (`received 'x'`) or the submitted key names.
+ */
+const safeIssueMessage = (issue: z.ZodIssue): string => {
+  if (issue.code === z.ZodIssueCode.invalid_enum_value && issue.message.includes(String(issue.received))) {
+    return `Invalid enum value. Expected ${issue.options.map((option) => `'${String(option)}'`).join(' | ')}`;
+  }
+  if (issue.code === z.ZodIssueCode.unrecognized_keys && issue.keys.some((key) => issue.message.includes(key))) {
+    return 'Unrecognized key(s) in object';
+  }
+  return issue.message;
+};
+
 /** Zod issues as `{path, message}` pairs; values are never echoed back. */
 export const issuesToDetails = (issues: z.ZodIssue[], prefix: string): ErrorDetail[] =>
   issues.map((issue) => ({
     path: [prefix, ...issue.path].join('.'),
-    message: issue.message,
+    message: safeIssueMessage(issue),
   }));
 
 const parsePart = <S extends Schema | undefined>(schema: S, value: unknown, part: string): Out<S> => {
