@@ -85,6 +85,13 @@ const serviceSchema = z
     launchStage: z.enum(['GA', 'BETA']).default('BETA'),
     /** Terraform-level deletion protection of the Cloud Run service (defaults to on in prod). */
     deletionProtection: z.boolean().optional(),
+    /**
+     * Service accounts (e.g. the prod project's Cloud Run service agent) that may pull images
+     * from this stack's Artifact Registry repository, to promote one digest across stacks.
+     */
+    registryReaders: z
+      .array(z.string().regex(/^serviceAccount:[a-z0-9-]+@[a-z0-9.-]+\.iam\.gserviceaccount\.com$/, 'must be serviceAccount:<email>'))
+      .default([]),
   })
   .strict()
   .refine((s) => s.minInstances <= s.maxInstances, {
@@ -229,7 +236,7 @@ const githubSchema = z
 
 const auditArchiveSchema = z
   .object({
-    /** Bucket name; defaults to `<project>-security-audit-archive`. */
+    /** Bucket name (globally unique); defaults to `<namePrefix>-audit-archive-<hash of the project id>`. */
     bucketName: z
       .string()
       .regex(/^[a-z0-9][a-z0-9._-]{1,61}[a-z0-9]$/)

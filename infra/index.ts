@@ -6,7 +6,7 @@
  */
 import * as pulumi from '@pulumi/pulumi';
 import { loadConfig, type SecretKey } from './config.js';
-import { standardLabels } from './components/common.js';
+import { shortHash, standardLabels } from './components/common.js';
 import { ProjectServices } from './components/project-services.js';
 import { Network } from './components/network.js';
 import { Secrets, type SecretGenerator } from './components/secrets.js';
@@ -85,14 +85,21 @@ const database = new Database(
     databaseName: cfg.database.databaseName,
     userName: cfg.database.userName,
     userPassword: secret('dbPassword').value,
+    publishServerCa: cfg.database.clientSslMode === 'verify-ca',
   },
   afterApis,
 );
+
+/** Where the server CA bundle is mounted for DB_SSLMODE=verify-ca (DB_SSL_ROOT_CERT is a path). */
+const DB_CA_DIR = '/var/run/karaxas/db-ca';
+const DB_CA_FILE = 'server-ca.pem';
+const verifyCa = database.serverCaSecret && database.serverCaSecretVersion;
 
 /** Container environment (contract §9). Secrets only ever travel as pinned version references. */
 const env: Record<string, pulumi.Input<string>> = {
   NODE_ENV: 'production',
   LOG_LEVEL: cfg.service.logLevel,
+  GOOGLE_CLOUD_PROJECT: cfg.project,
   TRUST_PROXY: 'true',
   TRUSTED_PROXY_HOPS: String(cfg.service.trustedProxyHops),
   CORS_ALLOWED_ORIGINS: cfg.corsAllowedOrigins.join(','),
@@ -101,16 +108,23 @@ const env: Record<string, pulumi.Input<string>> = {
   DB_NAME: cfg.database.databaseName,
   DB_USER: cfg.database.userName,
   DB_SSLMODE: cfg.database.clientSslMode,
-  ...(cfg.database.clientSslMode === 'verify-ca' ? { DB_SSL_ROOT_CERT: database.serverCaCert } : {}),
+  ...(verifyCa ? { DB_SSL_ROOT_CERT: `${DB_CA_DIR}/${DB_CA_FILE}` } : {}),
 };
-const jwtPrevious = secret('jwtSecret').previousRef;
-const secretRefs = {
-  JWT_SECRET_SECRET_REF: { versionName: secret('jwtSecret').currentRef },
-  OPS_API_TOKEN_SECRET_REF: { versionName: secret('opsApiToken').currentRef },
-  DB_PASSWORD_SECRET_REF: { versionName: secret('dbPassword').currentRef },
-  TOTP_ENCRYPTION_KEY_SECRET_REF: { versionName: secret('totpEncryptionKey').currentRef },
-  ...(jwtPrevious ? { JWT_SECRET_PREVIOUS_SECRET_REF: { versionName: jwtPrevious } } : {}),
+
+/** `*_SECRET_REF` env var of each secret, and of its previous generation while a rotation is unconfirmed. */
+const SECRET_ENV: Record<SecretKey, { current: string; previous?: string }> = {
+  jwtSecret: { current: 'JWT_SECRET_SECRET_REF', previous: 'JWT_SECRET_PREVIOUS_SECRET_REF' },
+  opsApiToken: { current: 'OPS_API_TOKEN_SECRET_REF' },
+  dbPassword: { current: 'DB_PASSWORD_SECRET_REF' },
+  totpEncryptionKey: { current: 'TOTP_ENCRYPTION_KEY_SECRET_REF', previous: 'TOTP_ENCRYPTION_KEY_PREVIOUS_SECRET_REF' },
 };
+const secretRefs: Record<string, { versionName: pulumi.Output<string> }> = {};
+for (const key of Object.keys(SECRET_ENV) as SecretKey[]) {
+  const names = SECRET_ENV[key];
+  secretRefs[names.current] = { versionName: secret(key).currentRef };
+  const previous = secret(key).previousRef;
+  if (names.previous && previous) secretRefs[names.previous] = { versionName: previous };
+}
 
 const service = new Service(
   'service',
@@ -120,7 +134,21 @@ const service = new Service(
     image: cfg.image,
     env,
     secretRefs,
-    readableSecrets: Object.fromEntries(Object.values(secrets.secrets).map((s) => [s.key, s.secret])),
+    readableSecrets: {
+      ...Object.fromEntries(Object.values(secrets.secrets).map((s) => [s.key, s.secret])),
+      ...(verifyCa ? { dbServerCa: database.serverCaSecret! } : {}),
+    },
+    secretFiles: verifyCa
+      ? {
+          'db-ca': {
+            secret: database.serverCaSecret!.secretId,
+            version: database.serverCaSecretVersion!.version,
+            mountDir: DB_CA_DIR,
+            fileName: DB_CA_FILE,
+          },
+        }
+      : {},
+    registryReaders: cfg.service.registryReaders,
     networkId: network.network.id,
     subnetId: network.subnet.id,
     minInstances: cfg.service.minInstances,
@@ -190,7 +218,7 @@ const archive = new AuditArchive(
   'audit-archive',
   {
     ...base,
-    bucketName: cfg.auditArchive.bucketName ?? `${cfg.project}-security-audit-archive`,
+    bucketName: cfg.auditArchive.bucketName ?? `${prefix}-audit-archive-${shortHash(cfg.project)}`,
     location: cfg.auditArchive.location ?? cfg.region,
     storageClass: cfg.auditArchive.storageClass,
     retentionDays: cfg.auditArchive.retentionDays,
@@ -201,18 +229,20 @@ const archive = new AuditArchive(
   afterApis,
 );
 
+// Stack outputs. The CI bootstrap (docs/ci.md) copies workloadIdentityProvider,
+// deployServiceAccountEmail, previewServiceAccountEmail and artifactRegistryRepoUrl
+// into repository / environment variables.
 export const url = `https://${cfg.domains[0]}`;
 export const loadBalancerIp = edge.address.address;
 export const cloudRunService = service.service.name;
-export const runtimeServiceAccount = service.serviceAccount.email;
-export const artifactRepository = pulumi.interpolate`${cfg.region}-docker.pkg.dev/${cfg.project}/${service.repository.repositoryId}`;
+export const runtimeServiceAccountEmail = service.serviceAccount.email;
+export const artifactRegistryRepoUrl = pulumi.interpolate`${cfg.region}-docker.pkg.dev/${cfg.project}/${service.repository.repositoryId}`;
 export const armorPolicy = armor.policy.name;
 export const armorPreviewRules = armor.previewedRules;
 export const databaseInstance = database.instance.connectionName;
-export const secretRefsInUse = Object.fromEntries(
-  Object.entries(secretRefs).map(([name, ref]) => [name, pulumi.output(ref.versionName)]),
-);
+export const secretRefsInUse = Object.fromEntries(Object.entries(secretRefs).map(([name, ref]) => [name, ref.versionName]));
+export const opsApiTokenSecret = secret('opsApiToken').secret.id;
 export const workloadIdentityProvider = ci.providerName;
-export const deployServiceAccount = ci.deployer.email;
-export const previewServiceAccount = ci.previewer.email;
+export const deployServiceAccountEmail = ci.deployer.email;
+export const previewServiceAccountEmail = ci.previewer.email;
 export const auditArchiveUri = archive.archiveUri;

@@ -47,6 +47,11 @@ export interface DatabaseArgs extends BaseArgs {
   userName: string;
   /** Password of the application user (a secret output of the Secrets component). */
   userPassword: pulumi.Input<string>;
+  /**
+   * Publish the server CA bundle as a Secret Manager secret, so the service can mount it as
+   * a file for DB_SSLMODE=verify-ca (DB_SSL_ROOT_CERT is a path). Default false.
+   */
+  publishServerCa?: boolean;
 }
 
 export class Database extends pulumi.ComponentResource {
@@ -55,8 +60,11 @@ export class Database extends pulumi.ComponentResource {
   public readonly user: gcp.sql.User;
   /** Private IP address the app connects to (DB_HOST). */
   public readonly privateIp: pulumi.Output<string>;
-  /** PEM of the server CA, for DB_SSLMODE=verify-ca. */
+  /** PEM bundle of the server CA certificates (all of them, so a CA rotation keeps working). */
   public readonly serverCaCert: pulumi.Output<string>;
+  /** The published CA bundle (when `publishServerCa`). */
+  public readonly serverCaSecret?: gcp.secretmanager.Secret;
+  public readonly serverCaSecretVersion?: gcp.secretmanager.SecretVersion;
 
   constructor(name: string, args: DatabaseArgs, opts?: pulumi.ComponentResourceOptions) {
     super(`${COMPONENT_TYPE_PREFIX}:Database`, name, {}, opts);
@@ -125,7 +133,27 @@ export class Database extends pulumi.ComponentResource {
     );
 
     this.privateIp = this.instance.privateIpAddress;
-    this.serverCaCert = this.instance.serverCaCerts.apply((certs) => certs?.[0]?.cert ?? '');
+    this.serverCaCert = this.instance.serverCaCerts.apply((certs) =>
+      (certs ?? []).map((c) => c.cert ?? '').filter((c) => c.length > 0).join('\n'),
+    );
+
+    if (args.publishServerCa) {
+      this.serverCaSecret = new gcp.secretmanager.Secret(
+        `${p}-db-server-ca`,
+        {
+          project: args.project,
+          secretId: `${p}-db-server-ca`,
+          replication: { auto: {} },
+          labels: { ...args.labels, 'secret-key': 'dbserverca' },
+        },
+        { parent: this },
+      );
+      this.serverCaSecretVersion = new gcp.secretmanager.SecretVersion(
+        `${p}-db-server-ca-bundle`,
+        { secret: this.serverCaSecret.id, secretData: this.serverCaCert, deletionPolicy: 'DISABLE' },
+        { parent: this },
+      );
+    }
 
     this.registerOutputs({
       instanceName: this.instance.name,

@@ -14,11 +14,23 @@ export const PLAIN_SECRET_ENV_NAMES = [
   'OPS_API_TOKEN',
   'DB_PASSWORD',
   'TOTP_ENCRYPTION_KEY',
+  'TOTP_ENCRYPTION_KEY_PREVIOUS',
   'DATABASE_URL',
 ] as const;
 
-/** Env names Cloud Run reserves or this component owns. */
-const RESERVED_ENV_NAMES = ['PORT', 'K_SERVICE', 'K_REVISION', 'K_CONFIGURATION', 'ALLOW_PLAIN_ENV_SECRETS'];
+/**
+ * Env names that must never be set on the service: Cloud Run's own, and the switches that
+ * would let the app read plain secrets or bypass Secret Manager.
+ */
+export const FORBIDDEN_ENV_NAMES = [
+  'PORT',
+  'K_SERVICE',
+  'K_REVISION',
+  'K_CONFIGURATION',
+  'ALLOW_PLAIN_ENV_SECRETS',
+  'FORCE_PLAIN_ENV_SECRETS_IN_PRODUCTION',
+  'SECRET_MANAGER_EMULATOR_HOST',
+] as const;
 
 /** The container port of the app (contract §9: PORT 8080; Cloud Run sets PORT from it). */
 export const CONTAINER_PORT = 8080;
@@ -29,6 +41,18 @@ export interface SecretRefEnv {
   versionName: pulumi.Input<string>;
 }
 
+/** A Secret Manager version mounted as a read-only file (e.g. a CA bundle the app reads by path). */
+export interface SecretFile {
+  /** Secret id or name. */
+  secret: pulumi.Input<string>;
+  /** Version number (never `latest`). */
+  version: pulumi.Input<string>;
+  /** Directory the volume is mounted at (one file per directory). */
+  mountDir: string;
+  /** File name inside `mountDir`. */
+  fileName: string;
+}
+
 export interface ServiceArgs extends BaseArgs {
   region: string;
   /** Image reference pinned by digest. */
@@ -37,6 +61,8 @@ export interface ServiceArgs extends BaseArgs {
   env: Record<string, pulumi.Input<string>>;
   /** `*_SECRET_REF` env vars: name → pinned version. */
   secretRefs: Record<string, SecretRefEnv>;
+  /** Secret versions mounted as files, by volume name. */
+  secretFiles?: Record<string, SecretFile>;
   /** Secrets the runtime account may read, by logical key (each granted `secretAccessor` on its own). */
   readableSecrets: Record<string, gcp.secretmanager.Secret>;
   /** Network and subnet for Direct VPC egress. */
@@ -53,6 +79,8 @@ export interface ServiceArgs extends BaseArgs {
   alwaysOnCpu: boolean;
   launchStage: 'GA' | 'BETA';
   deletionProtection: boolean;
+  /** Members (e.g. another project's Cloud Run service agent) that may pull images from the repository. */
+  registryReaders?: string[];
   /** Path of the readiness endpoint (startup + readiness probes). Default `/readyz`. */
   readinessPath?: string;
   /** Path of the liveness endpoint. Default `/healthz`. */
@@ -66,7 +94,7 @@ export function checkServiceEnv(env: Record<string, unknown>, secretRefs: Record
     if ((PLAIN_SECRET_ENV_NAMES as readonly string[]).includes(name)) {
       throw new Error(`env ${name}: secrets are passed only as *_SECRET_REF version references`);
     }
-    if (RESERVED_ENV_NAMES.includes(name)) throw new Error(`env ${name}: reserved, must not be set`);
+    if ((FORBIDDEN_ENV_NAMES as readonly string[]).includes(name)) throw new Error(`env ${name}: must not be set on the service`);
   }
   for (const name of Object.keys(secretRefs)) {
     if (!name.endsWith('_SECRET_REF')) throw new Error(`env ${name}: secret references must be named *_SECRET_REF`);
@@ -83,6 +111,12 @@ export function assertPinnedRef(name: string, ref: string): string {
     throw new Error(`${name}: must be projects/P/secrets/S/versions/N pinned to a number, got ${ref}`);
   }
   return ref;
+}
+
+/** Asserts a mounted secret version is a number. */
+export function assertPinnedVersion(name: string, version: string): string {
+  if (!/^\d+$/.test(version)) throw new Error(`${name}: secret volume version must be a number, got ${version}`);
+  return version;
 }
 
 export class Service extends pulumi.ComponentResource {
@@ -124,6 +158,21 @@ export class Service extends pulumi.ComponentResource {
       { parent: this },
     );
 
+    (args.registryReaders ?? []).forEach((member, i) => {
+      if (!/^serviceAccount:/.test(member)) throw new Error(`registryReaders: ${member} is not a service account`);
+      new gcp.artifactregistry.RepositoryIamMember(
+        `${p}-images-reader-${i}`,
+        {
+          project: this.repository.project,
+          location: this.repository.location,
+          repository: this.repository.name,
+          role: 'roles/artifactregistry.reader',
+          member,
+        },
+        { parent: this },
+      );
+    });
+
     // One grant per secret, to this account only.
     const grants = Object.entries(args.readableSecrets).map(
       ([key, secret]) =>
@@ -148,6 +197,17 @@ export class Service extends pulumi.ComponentResource {
         name: envName,
         value: pulumi.output(args.secretRefs[envName]!.versionName).apply((ref) => assertPinnedRef(envName, ref)),
       }));
+
+    const files = Object.entries(args.secretFiles ?? {});
+    const volumes = files.map(([volume, f]) => ({
+      name: volume,
+      secret: {
+        secret: f.secret,
+        defaultMode: 0o444,
+        items: [{ path: f.fileName, version: pulumi.output(f.version).apply((v) => assertPinnedVersion(volume, v)) }],
+      },
+    }));
+    const volumeMounts = files.map(([volume, f]) => ({ name: volume, mountPath: f.mountDir }));
 
     const readinessPath = args.readinessPath ?? '/readyz';
     const livenessPath = args.livenessPath ?? '/healthz';
@@ -178,12 +238,14 @@ export class Service extends pulumi.ComponentResource {
             egress: 'PRIVATE_RANGES_ONLY',
           },
           labels: args.labels,
+          volumes,
           containers: [
             {
               name: 'api',
               image: args.image,
               ports: { name: 'http1', containerPort: CONTAINER_PORT },
               envs: [...plainEnvs, ...refEnvs],
+              volumeMounts,
               resources: {
                 limits: { cpu: args.cpu, memory: args.memory },
                 cpuIdle: !args.alwaysOnCpu,
