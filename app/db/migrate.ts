@@ -8,6 +8,7 @@
  */
 import { createHash } from 'node:crypto';
 import { readdir, readFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import type { Config } from '../config/index.js';
@@ -24,6 +25,9 @@ export class MigrationError extends Error {
   override name = 'MigrationError';
 }
 
+/** The file a migration comes from: `0001_name.sql`. */
+const fileNameOf = (migration: { version: number; name: string }) => `${String(migration.version).padStart(4, '0')}_${migration.name}.sql`;
+
 /** Loads and orders the migration files. @throws {MigrationError} on a malformed or duplicate file name. */
 export const loadMigrations = async (directory = migrationsDirectory): Promise<Migration[]> => {
   const files = (await readdir(directory)).filter((file) => file.endsWith('.sql')).sort();
@@ -31,7 +35,7 @@ export const loadMigrations = async (directory = migrationsDirectory): Promise<M
   for (const file of files) {
     const match = /^(\d{4})_([a-z0-9_]+)\.sql$/.exec(file);
     if (!match) throw new MigrationError(`migration file name ${file} must look like 0001_name.sql`);
-    const sql = await readFile(new URL(file, `file://${directory}`), 'utf8');
+    const sql = await readFile(join(directory, file), 'utf8');
     const version = Number(match[1]);
     if (migrations.some((m) => m.version === version)) throw new MigrationError(`duplicate migration number ${match[1]}`);
     migrations.push({ version, name: match[2]!, sql, checksum: createHash('sha256').update(sql).digest('hex') });
@@ -72,9 +76,9 @@ export const runMigrations = async (
     );
     for (const row of rows) {
       const file = files.find((m) => m.version === row.version);
-      if (!file) throw new MigrationError(`applied migration ${row.version}_${row.name} has no file; migrations are append-only`);
+      if (!file) throw new MigrationError(`applied migration ${fileNameOf(row)} has no file; migrations are append-only`);
       if (file.checksum !== row.checksum) {
-        throw new MigrationError(`applied migration ${row.version}_${row.name}.sql was edited; add a new migration instead`);
+        throw new MigrationError(`applied migration ${fileNameOf(row)} was edited; add a new migration instead`);
       }
     }
     const appliedVersions = new Set(rows.map((row) => row.version));
@@ -92,7 +96,7 @@ export const runMigrations = async (
         await client.query('COMMIT');
       } catch (error) {
         await client.query('ROLLBACK');
-        throw new MigrationError(`migration ${migration.version}_${migration.name} failed: ${(error as Error).message}`, {
+        throw new MigrationError(`migration ${fileNameOf(migration)} failed: ${(error as Error).message}`, {
           cause: error,
         });
       }
