@@ -3,16 +3,29 @@
  * server. Nothing else constructs stores or services.
  */
 import { createServer, type Server } from 'node:http';
+import { Redis } from 'ioredis';
 import type { AddressInfo } from 'node:net';
 import { sql } from 'slonik';
+import { createSecurityAuditService } from './audit/service.js';
+import { createSecurityAuditStore } from './audit/store.js';
+import { createPasswordHasher } from './auth/passwords.js';
+import { createAuthRoutes } from './auth/routes.js';
+import { createAuthService } from './auth/service.js';
+import { createAuthStore } from './auth/store.js';
+import { createAccessTokenIssuer } from './auth/tokens.js';
 import type { Config } from './config/index.js';
 import { createDatabasePool, type DatabasePool } from './db/pool.js';
 import { runMigrations } from './db/migrate.js';
 import { createHealthRoutes } from './health/routes.js';
 import { createHttpApp } from './http/app.js';
+import { writeClientError } from './http/middleware.js';
 import { buildOpenApiDocument } from './http/openapi.js';
+import { createRateLimiter } from './http/rate-limit.js';
+import { requestMeta } from './http/request-meta.js';
 import type { AnyRoute } from './http/route.js';
 import type { Logger } from './logger.js';
+import { createMfaRoutes } from './mfa/routes.js';
+import { createMfaService } from './mfa/service.js';
 import { version } from './version.js';
 
 /** A boot failure the operator can act on; its message is one line and holds no secret. */
@@ -97,7 +110,46 @@ export const startService = async ({ config, logger, port, extraRoutes = [] }: S
     }),
   );
 
+
+  // Shared infrastructure.
+  const redis = config.redisUrl
+    ? new Redis(config.redisUrl, { enableOfflineQueue: false, maxRetriesPerRequest: 1, connectTimeout: 2_000, lazyConnect: false })
+    : undefined;
+  redis?.on('error', (error) => logger.debug({ err: error }, 'redis connection error'));
+
+  // Features.
+  const audit = createSecurityAuditService({ store: createSecurityAuditStore(pool), logger });
+  const auth = createAuthService({
+    pool,
+    store: createAuthStore(pool),
+    audit,
+    passwords: createPasswordHasher(config.passwordHashing),
+    tokens: createAccessTokenIssuer(config),
+    config,
+    logger,
+  });
+  const authThrottle = createRateLimiter({
+    namespace: 'auth',
+    max: config.authThrottle.rateLimitMax,
+    windowSeconds: config.authThrottle.rateLimitWindowSeconds,
+    redis,
+    logger,
+    onLimited: (ctx) => {
+      audit
+        .record(pool, requestMeta(ctx), { type: 'rate_limited', details: { path: ctx.path, limiter: 'auth' } })
+        .catch((error: unknown) => logger.warn({ err: error }, 'could not record rate_limited'));
+    },
+  });
+  const mfa = createMfaService({ pool, audit, auth, config, logger });
+  routes.push(...createAuthRoutes({ auth, throttle: authThrottle, clientGate: [], afterPassword: mfa.afterPassword }));
+  routes.push(...createMfaRoutes({ mfa, auth, throttle: authThrottle, clientGate: [] }));
   routes.push(...extraRoutes);
+
+  const housekeeping = setInterval(() => {
+    authThrottle.sweep();
+    auth.sweepSealedSuccessors().catch((error: unknown) => logger.warn({ err: error }, 'refresh-token housekeeping failed'));
+  }, 60_000).unref();
+  shutdownHooks.push(() => clearInterval(housekeeping));
 
   const app = createHttpApp({ config, logger, routes });
   // Outermost, so that it sees every response (routes answer without calling `next`): while
@@ -108,6 +160,7 @@ export const startService = async ({ config, logger, port, extraRoutes = [] }: S
     if (draining) ctx.set('Connection', 'close');
   });
   const server = createServer(app.callback());
+  server.on('clientError', writeClientError);
   // Slow-header and slow-body clients must not pin sockets (slowloris).
   server.headersTimeout = 10_000;
   server.requestTimeout = 30_000;
@@ -137,6 +190,7 @@ export const startService = async ({ config, logger, port, extraRoutes = [] }: S
         server.closeAllConnections();
       }
       await pool.end();
+      await redis?.quit().catch(() => redis.disconnect());
       logger.info('shutdown complete');
     })());
 

@@ -94,7 +94,7 @@ const main = async () => {
       sslRootCert: undefined,
       connectTimeoutMs: 10_000,
     });
-    const server = await withAdmin(adminUrl, async (client) => (await client.query<{ v: string }>('SHOW server_version')).rows[0]!.v);
+    const server = await withAdmin(adminUrl, async (client) => (await client.query<{ server_version: string }>('SHOW server_version')).rows[0]!.server_version);
     console.log(`PostgreSQL ${server} (${embedded ? 'embedded' : 'DATABASE_URL'}); template ${template}`);
 
     const ava = spawn(process.execPath, [join('node_modules', 'ava', 'entrypoints', 'cli.mjs'), ...process.argv.slice(2)], {

@@ -56,7 +56,7 @@ export const tunableSchemas = {
   CORS_ALLOWED_ORIGINS: originListSetting,
   ACCESS_TOKEN_TTL_SECONDS: intSetting(60, 3_600, 900),
   REFRESH_TOKEN_TTL_SECONDS: intSetting(300, 90 * DAY, 30 * DAY),
-  ADMIN_REFRESH_TOKEN_TTL_SECONDS: intSetting(60, DAY, 8 * 3_600),
+  ADMIN_REFRESH_TOKEN_TTL_SECONDS: intSetting(1, DAY, 8 * 3_600),
   REFRESH_REUSE_GRACE_SECONDS: intSetting(0, 60, 10),
   WS_TICKET_TTL_SECONDS: intSetting(1, 60, 30),
   AUTH_RATE_LIMIT_MAX: intSetting(1, 10_000, 20),

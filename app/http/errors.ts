@@ -3,6 +3,7 @@
  * one of these; anything else becomes `500 internal_error` with its cause logged, never sent.
  */
 export const errorRegistry = {
+  bad_request: { status: 400, message: 'The request is malformed.' },
   validation_failed: { status: 400, message: 'The request is invalid.' },
   invalid_json: { status: 400, message: 'The request body is not valid JSON.' },
   unauthorized: { status: 401, message: 'Authentication is required.' },
@@ -18,6 +19,7 @@ export const errorRegistry = {
   password_reset_required: { status: 403, message: 'A password reset is required before signing in.' },
   not_found: { status: 404, message: 'Not found.' },
   method_not_allowed: { status: 405, message: 'This method is not allowed on this resource.' },
+  request_timeout: { status: 408, message: 'The request took too long to arrive.' },
   email_taken: { status: 409, message: 'An account with this e-mail address already exists.' },
   conflict: { status: 409, message: 'The request conflicts with the current state.' },
   mfa_already_enabled: { status: 409, message: 'Multi-factor authentication is already enabled.' },

@@ -4,6 +4,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import { isIP } from 'node:net';
+import type { Duplex } from 'node:stream';
 import cors from '@koa/cors';
 import type { Middleware } from 'koa';
 import helmet from 'koa-helmet';
@@ -214,3 +215,36 @@ export const bodySizeGuard =
     }
     await next();
   };
+
+/**
+ * Requests Node's HTTP parser rejects (malformed headers, oversized header blocks, clients too
+ * slow to send them) never reach Koa. They still get the contract's envelope, a fresh request id
+ * and the secure headers, and the connection is closed.
+ */
+export const writeClientError = (error: NodeJS.ErrnoException, socket: Duplex) => {
+  if (!socket.writable || (error.code === 'ECONNRESET' && !socket.readable)) {
+    socket.destroy();
+    return;
+  }
+  const timedOut = error.code === 'ERR_HTTP_REQUEST_TIMEOUT' || error.code === 'HPE_HEADER_TIMEOUT';
+  const code = timedOut ? 'request_timeout' : 'bad_request';
+  const { status, message } = errorRegistry[code];
+  const requestId = randomUUID();
+  const body = JSON.stringify({ error: { code, message, requestId } });
+  socket.end(
+    [
+      `HTTP/1.1 ${status} ${timedOut ? 'Request Timeout' : 'Bad Request'}`,
+      'Content-Type: application/json; charset=utf-8',
+      `Content-Length: ${Buffer.byteLength(body)}`,
+      `X-Request-ID: ${requestId}`,
+      'Cache-Control: no-store',
+      'X-Content-Type-Options: nosniff',
+      'X-Frame-Options: DENY',
+      'Referrer-Policy: no-referrer',
+      `Permissions-Policy: ${permissionsPolicy}`,
+      'Connection: close',
+      '',
+      body,
+    ].join('\r\n'),
+  );
+};

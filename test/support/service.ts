@@ -3,7 +3,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { Writable } from 'node:stream';
-import type { ExecutionContext } from 'ava';
+import test, { type ExecutionContext } from 'ava';
 import { loadConfig, type Config } from '../../app/config/index.js';
 import type { AnyRoute } from '../../app/http/route.js';
 import { createLogger } from '../../app/logger.js';
@@ -20,6 +20,8 @@ export const testEnvironment = (databaseUrl: string, overrides: Record<string, s
   OPS_API_TOKEN: randomBytes(32).toString('base64url'),
   TOTP_ENCRYPTION_KEY: randomBytes(32).toString('base64'),
   LOG_LEVEL: 'debug',
+  // Every test client shares 127.0.0.1; tests of the per-IP throttle set their own budget.
+  AUTH_RATE_LIMIT_MAX: '10000',
   ...overrides,
 });
 
@@ -56,4 +58,18 @@ export const startTestService = async (
     if (!options.database) await database.drop();
   });
   return { ...service, config, logs, database };
+};
+
+/**
+ * One service shared by the tests of a file: started by the first test that asks for it (so
+ * files can declare several with different settings), stopped in `test.after.always`.
+ */
+export const useSharedService = (overrides: Record<string, string | undefined> = {}, options: { extraRoutes?: readonly AnyRoute[] } = {}) => {
+  const cleanups: Array<() => Promise<void>> = [];
+  let started: Promise<TestService> | undefined;
+  test.after.always(async () => {
+    await started?.catch(() => undefined);
+    for (const cleanup of cleanups.reverse()) await cleanup();
+  });
+  return () => (started ??= startTestService({ teardown: (fn: () => Promise<void>) => void cleanups.push(fn) }, overrides, options));
 };
