@@ -8,6 +8,8 @@
  *   --config <key>=<value>  override a config key (JSON values allowed), repeatable
  *   --secret <key>=<value>  provide a secret config value, repeatable
  *   --image <ref>           image by digest (default: a labelled placeholder if the stack has none)
+ *   --policy-config <json>  policy pack config, as for `pulumi preview --policy-pack-config`
+ *                           (e.g. '{"cloud-sql-deletion-protection-in-production":{"productionStacks":["staging"]}}')
  *   --json                  machine-readable output (secret values masked)
  *   --no-policy             skip the policy pack
  *
@@ -68,6 +70,7 @@ async function main(): Promise<number> {
       config: { type: 'string', multiple: true },
       secret: { type: 'string', multiple: true },
       image: { type: 'string' },
+      'policy-config': { type: 'string' },
       json: { type: 'boolean', default: false },
       'no-policy': { type: 'boolean', default: false },
     },
@@ -79,6 +82,15 @@ async function main(): Promise<number> {
   const overrides: Record<string, unknown> = {};
   for (const [key, raw] of Object.entries(parseAssignments(values.config, '--config'))) overrides[key] = raw;
   const secrets = parseAssignments(values.secret, '--secret');
+
+  let packConfig: Record<string, object> = {};
+  if (values['policy-config']) {
+    try {
+      packConfig = JSON.parse(values['policy-config']) as Record<string, object>;
+    } catch {
+      usage('--policy-config expects JSON');
+    }
+  }
 
   const { config } = readStackConfig(stack);
   let placeholderImage = false;
@@ -106,6 +118,7 @@ async function main(): Promise<number> {
           .filter((r) => !r.type.startsWith('karaxas:'))
           .map((r) => ({ type: r.type, name: r.name, props: { ...r.outputs, ...r.inputs, id: r.id } })),
         stack,
+        packConfig,
       );
 
   if (values.json) {

@@ -104,15 +104,19 @@ async function guard(run: () => Promise<void> | void): Promise<void> {
   }
 }
 
-/** Runs policies over resources; returns every violation. */
+/**
+ * Runs policies over resources; returns every violation. `packConfig` has the shape of
+ * `pulumi preview --policy-pack-config`: policy name → that policy's config.
+ */
 export async function evaluatePolicies(
   policies: Array<ResourceValidationPolicy | StackValidationPolicy>,
   resources: PolicyInput[],
   stack: string,
-  config: object = {},
+  packConfig: Record<string, object> = {},
 ): Promise<Violation[]> {
   const violations: Violation[] = [];
   for (const policy of policies) {
+    const config = packConfig[policy.name] ?? {};
     if (isStackPolicy(policy)) {
       const report: ReportViolation = (message, urn) => violations.push({ policy: policy.name, resource: urn, message });
       await guard(() => policy.validateStack(stackArgs(resources, stack, config), report));
