@@ -16,6 +16,7 @@ import { createAccessTokenIssuer } from './auth/tokens.js';
 import type { Config } from './config/index.js';
 import { createDatabasePool, type DatabasePool } from './db/pool.js';
 import { runMigrations } from './db/migrate.js';
+import { createNotificationHub } from './db/notifications.js';
 import { createHealthRoutes } from './health/routes.js';
 import { createHttpApp } from './http/app.js';
 import { writeClientError } from './http/middleware.js';
@@ -24,6 +25,10 @@ import { createRateLimiter } from './http/rate-limit.js';
 import { requestMeta } from './http/request-meta.js';
 import type { AnyRoute } from './http/route.js';
 import type { Logger } from './logger.js';
+import { createRealtimeGateway } from './realtime/gateway.js';
+import { createRealtimeRoutes } from './realtime/routes.js';
+import { createRealtimeService } from './realtime/service.js';
+import { createRealtimeStore } from './realtime/store.js';
 import { createMfaRoutes } from './mfa/routes.js';
 import { createMfaService } from './mfa/service.js';
 import { version } from './version.js';
@@ -143,6 +148,24 @@ export const startService = async ({ config, logger, port, extraRoutes = [] }: S
   const mfa = createMfaService({ pool, audit, auth, config, logger });
   routes.push(...createAuthRoutes({ auth, throttle: authThrottle, clientGate: [], afterPassword: mfa.afterPassword }));
   routes.push(...createMfaRoutes({ mfa, auth, throttle: authThrottle, clientGate: [] }));
+
+  // Realtime: the LISTEN/NOTIFY hub (chat fan-out, session revocations; usable by other
+  // features), tickets and chat, and the /ws gateway attached to the server below.
+  const hub = createNotificationHub({ database: config.database, logger });
+  const realtime = createRealtimeService({ pool, store: createRealtimeStore(pool), audit, hub, config, logger });
+  const gateway = createRealtimeGateway({ config, logger, realtime, hub, isDraining: () => draining });
+  routes.push(...createRealtimeRoutes({ auth, realtime, chat: config.chat }));
+  // One connection and a LISTEN per channel: a few milliseconds. Never fails the boot; it retries.
+  await Promise.all([hub.start(), gateway.ready]);
+  const realtimeHousekeeping = setInterval(() => {
+    realtime.sweep().catch((error: unknown) => logger.warn({ err: error }, 'realtime housekeeping failed'));
+  }, 60_000).unref();
+  shutdownHooks.push(async () => {
+    clearInterval(realtimeHousekeeping);
+    await gateway.shutdown();
+    await hub.close();
+  });
+
   routes.push(...extraRoutes);
 
   const housekeeping = setInterval(() => {
@@ -161,6 +184,7 @@ export const startService = async ({ config, logger, port, extraRoutes = [] }: S
   });
   const server = createServer(app.callback());
   server.on('clientError', writeClientError);
+  gateway.attach(server);
   // Slow-header and slow-body clients must not pin sockets (slowloris).
   server.headersTimeout = 10_000;
   server.requestTimeout = 30_000;

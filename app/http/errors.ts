@@ -28,6 +28,7 @@ export const errorRegistry = {
   unsupported_media_type: { status: 415, message: 'The request body must be application/json.' },
   client_update_required: { status: 426, message: 'This client version is no longer supported; please update.' },
   rate_limited: { status: 429, message: 'Too many requests; retry later.' },
+  muted: { status: 429, message: 'You are temporarily muted after repeated chat violations; retry later.' },
   account_locked: { status: 429, message: 'Too many failed attempts; retry later.' },
   internal_error: { status: 500, message: 'An internal error occurred.' },
   not_ready: { status: 503, message: 'The service is not ready.' },
