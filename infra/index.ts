@@ -57,6 +57,7 @@ const secrets = new Secrets(
       value: cfg.secretValues[key],
       rotation: cfg.secretRotation[key],
     })),
+    deletionProtection: cfg.isProd,
   },
   afterApis,
 );

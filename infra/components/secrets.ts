@@ -52,6 +52,8 @@ export interface SecretSpec {
 
 export interface SecretsArgs extends BaseArgs {
   secrets: SecretSpec[];
+  /** Refuse to delete the secrets (Secret Manager-level deletion protection). Default true. */
+  deletionProtection?: boolean;
 }
 
 /** One generation of a secret as created by the program. */
@@ -106,7 +108,7 @@ export class Secrets extends pulumi.ComponentResource {
         secretId: spec.secretId,
         replication: { auto: {} },
         labels: { ...args.labels, 'secret-key': spec.key.toLowerCase() },
-        deletionProtection: true,
+        deletionProtection: args.deletionProtection ?? true,
       },
       { parent: this },
     );
@@ -119,7 +121,9 @@ export class Secrets extends pulumi.ComponentResource {
     for (let g = first; g <= rotation; g++) {
       const isCurrent = g === rotation;
       const enabled = isCurrent || confirmed < rotation;
-      const data = isCurrent && spec.value !== undefined ? pulumi.secret(spec.value) : this.generate(spec, g);
+      // A supplied value applies to the current generation; older generations ignore their
+      // data input (below), so it only matters when a generation is first created.
+      const data = spec.value !== undefined ? pulumi.secret(spec.value) : this.generate(spec, g);
       const version = new gcp.secretmanager.SecretVersion(
         `${spec.secretId}-g${g}`,
         {

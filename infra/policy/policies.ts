@@ -85,7 +85,7 @@ export const cloudRunSecretsByPinnedReference: ResourceValidationPolicy = {
     'Secrets reach the app only as *_SECRET_REF Secret Manager versions pinned to a number; no plain secret env, no ALLOW_PLAIN_ENV_SECRETS.',
   enforcementLevel: 'mandatory',
   validateResource: validateResourceOfType(gcp.cloudrunv2.Service, (svc, _args, report) => {
-    const envs = containerEnvs(svc as never);
+    const envs = containerEnvs(svc);
     const names = new Set(envs.map((e) => e.name ?? ''));
     for (const e of envs) {
       const name = e.name ?? '';
@@ -109,7 +109,7 @@ export const cloudRunContainerContract: ResourceValidationPolicy = {
     'Production settings of the container: NODE_ENV=production, DB_SSLMODE require or stricter, TRUST_PROXY=true, port 8080, probes on /readyz and /healthz.',
   enforcementLevel: 'mandatory',
   validateResource: validateResourceOfType(gcp.cloudrunv2.Service, (svc, _args, report) => {
-    const envs = containerEnvs(svc as never);
+    const envs = containerEnvs(svc);
     const value = (name: string) => envs.find((e) => e.name === name)?.value;
     if (value('NODE_ENV') !== 'production') report('NODE_ENV must be production');
     if (!['require', 'verify-ca', 'verify-full'].includes(value('DB_SSLMODE') ?? '')) {

@@ -111,8 +111,8 @@ test('an emergency rotation (leaked secret) bumps and confirms at once: the old 
   t.falsy(run.resources.find((r) => r.name === `karaxas-${STACK}-jwt-secret-g2-value`));
 });
 
-test('the TOTP key keeps its previous version as TOTP_ENCRYPTION_KEY_PREVIOUS_SECRET_REF; the ops token has no previous reference', async (t) => {
-  const run = await planJson(STACK, { config: rotation([1, 1], { totpEncryptionKey: [2, 1], opsApiToken: [2, 1] }) });
+test('other secrets rotate the same way: TOTP keeps a previous (decrypt-only) reference, the ops token and DB password do not', async (t) => {
+  const run = await planJson(STACK, { config: rotation([1, 1], { totpEncryptionKey: [2, 1], opsApiToken: [2, 1], dbPassword: [2, 1] }) });
   const env = cloudRunEnv(run.resources);
   const totp = versionsOf(run.resources, 'totp-encryption-key');
   t.is(env.TOTP_ENCRYPTION_KEY_SECRET_REF, totp[1]!.ref);
@@ -120,15 +120,13 @@ test('the TOTP key keeps its previous version as TOTP_ENCRYPTION_KEY_PREVIOUS_SE
   const ops = versionsOf(run.resources, 'ops-api-token');
   t.deepEqual(ops.map((v) => v.enabled), [true, true], 'the old ops token stays valid until confirmed');
   t.is(env.OPS_API_TOKEN_SECRET_REF, ops[1]!.ref);
-  t.false(Object.keys(env).some((k) => k.startsWith('OPS_API_TOKEN_PREVIOUS')));
-});
-
-test('rotating the DB password changes the database user password input and the service reference together', async (t) => {
-  const run = await planJson(STACK, { config: rotation([1, 1], { dbPassword: [2, 1] }) });
+  t.false(Object.keys(env).some((k) => k.startsWith('OPS_API_TOKEN_PREVIOUS') || k.startsWith('DB_PASSWORD_PREVIOUS')));
+  // The DB password: the user's password input and the service reference move together.
   const db = versionsOf(run.resources, 'db-password');
-  t.is(cloudRunEnv(run.resources).DB_PASSWORD_SECRET_REF, db[1]!.ref);
-  const user = run.resources.find((r) => r.type === T.sqlUser)!;
-  t.deepEqual(user.secretPaths, ['password']);
+  t.is(env.DB_PASSWORD_SECRET_REF, db[1]!.ref);
+  t.deepEqual(run.resources.find((r) => r.type === T.sqlUser)!.secretPaths, ['password']);
+  t.is(env.JWT_SECRET_SECRET_REF, cloudRunEnv(settled.resources).JWT_SECRET_SECRET_REF);
+  t.deepEqual(run.violations, []);
 });
 
 test('skipping a confirmation is refused with the key named', async (t) => {
