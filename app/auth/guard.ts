@@ -3,9 +3,9 @@ import { AppError } from '../http/errors.js';
 import type { AppState } from '../http/route.js';
 import type { AuthContext, AuthService } from './service.js';
 
-/** The bearer token of the Authorization header, or undefined. */
+/** The bearer token of the Authorization header, or undefined (the scheme is case-insensitive, RFC 7235). */
 export const bearerToken = (header: string | undefined): string | undefined => {
-  const match = /^Bearer ([A-Za-z0-9._~+/-]+=*)$/.exec(header ?? '');
+  const match = /^Bearer ([A-Za-z0-9._~+/-]+=*)$/i.exec(header ?? '');
   return match?.[1];
 };
 

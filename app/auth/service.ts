@@ -3,7 +3,7 @@
  * with reuse detection, and session revocation. Every security state change runs in one
  * transaction together with the security event that describes it.
  */
-import { createHash, randomBytes, randomUUID } from 'node:crypto';
+import { createHash, createHmac, randomBytes, randomUUID } from 'node:crypto';
 import type { DatabasePool } from 'slonik';
 import type { RequestMeta, SecurityAuditService, SecurityEventInput } from '../audit/types.js';
 import type { Config } from '../config/index.js';
@@ -74,8 +74,6 @@ const REFRESH_TOKEN_PREFIX = 'kxr_';
 
 const sha256 = (value: string) => createHash('sha256').update(value).digest();
 
-/** Lockout key: a hash of the normalised address, identical for known and unknown accounts. */
-const accountKey = (email: string) => sha256(`login:${email.trim().toLowerCase()}`);
 
 export const toPublicUser = (user: UserRow): PublicUser => ({
   id: user.id,
@@ -97,6 +95,12 @@ export const createAuthService = (deps: AuthDeps) => {
   const successorKeys = [config.secrets.jwtSecret, config.secrets.jwtSecretPrevious]
     .filter((secret): secret is string => secret !== undefined)
     .map((secret) => sealingKey(deriveKey(secret, 'refresh-successor')));
+
+  // Lockout key: a keyed hash of the normalised address, identical for known and unknown
+  // accounts, so the table reveals neither which accounts exist nor (without the key) which
+  // addresses were tried. A JWT secret rotation starts lockouts afresh, which is harmless.
+  const lockoutKey = deriveKey(config.secrets.jwtSecret, 'lockout-account-key');
+  const accountKey = (email: string) => createHmac('sha256', lockoutKey).update(email.trim().toLowerCase()).digest();
 
   const sessionTtl = (role: Role) => (role === 'admin' ? adminRefreshTtlSeconds : refreshTtlSeconds);
 

@@ -4,6 +4,7 @@
  * limiter falls back to the per-instance memory budget rather than failing open or answering
  * 500, and says so in the log.
  */
+import { isIP } from 'node:net';
 import type { Redis } from 'ioredis';
 import type { Middleware } from 'koa';
 import ratelimit from 'koa-ratelimit';
@@ -30,13 +31,30 @@ export type RateLimitOptions = {
 const secondsUntil = (resetEpochSeconds: number, windowSeconds: number) =>
   Math.min(windowSeconds, Math.max(1, Math.ceil(resetEpochSeconds - Date.now() / 1000)));
 
+/**
+ * IPv4 addresses count one by one; IPv6 clients usually own a whole /64, so they are counted
+ * per /64 — otherwise rotating addresses within it would bypass the limit.
+ */
+export const rateLimitKey = (ip: string): string => {
+  if (isIP(ip) !== 6) return ip;
+  const [head = '', tail = ''] = ip.toLowerCase().split('::');
+  const headGroups = head === '' ? [] : head.split(':');
+  const tailGroups = tail === '' ? [] : tail.split(':');
+  const padding = Array<string>(Math.max(0, 8 - headGroups.length - tailGroups.length)).fill('0');
+  const groups = [...headGroups, ...padding, ...tailGroups];
+  return `${groups
+    .slice(0, 4)
+    .map((group) => group.replace(/^0+(?=.)/, ''))
+    .join(':')}::/64`;
+};
+
 export const createRateLimiter = (options: RateLimitOptions): Middleware<AppState> & { sweep: () => void } => {
   const memory = new Map<string, { reset: number }>();
   const common = {
     duration: options.windowSeconds * 1000,
     max: options.max,
     namespace: `karaxas:rl:${options.namespace}`,
-    id: (ctx: AppContext) => ctx.state.clientIp,
+    id: (ctx: AppContext) => rateLimitKey(ctx.state.clientIp),
     headers: { remaining: 'RateLimit-Remaining', reset: 'RateLimit-Reset', total: 'RateLimit-Limit' },
     throw: false,
   };
