@@ -237,15 +237,23 @@ export const createAuthService = (deps: AuthDeps) => {
       if (lock) throw lockedError(lock.retry_after_seconds);
     },
 
-    /** Opens a session after every factor was verified (MFA), resetting the lockout. */
-    completeLogin: (meta: RequestMeta, client: ClientInfo, user: UserRow, amr: readonly string[], extra?: SecurityEventInput) =>
-      pool.transaction(async (tx) => {
-        await store.resetLockout(tx, accountKey(user.email));
-        const pair = await openSession(tx, meta, client, user, amr);
-        if (extra) await record(tx, meta, { ...extra, sessionId: pair.sessionId });
-        await record(tx, meta, { type: 'login_succeeded', userId: user.id, sessionId: pair.sessionId, details: { amr } });
-        return pair;
-      }),
+    /**
+     * Opens a session after every factor was verified (MFA), resetting the lockout, inside the
+     * caller's transaction — the one that consumed the second factor, so that both commit or
+     * neither does.
+     */
+    completeLoginIn: async (
+      tx: Parameters<SecurityAuditService['record']>[0],
+      meta: RequestMeta,
+      client: ClientInfo,
+      user: UserRow,
+      amr: readonly string[],
+    ): Promise<TokenPair> => {
+      await store.resetLockout(tx, accountKey(user.email));
+      const pair = await openSession(tx, meta, client, user, amr);
+      await record(tx, meta, { type: 'login_succeeded', userId: user.id, sessionId: pair.sessionId, details: { amr } });
+      return pair;
+    },
 
     /**
      * Rotates a refresh token. The session row is locked for the whole exchange, so concurrent

@@ -284,12 +284,16 @@ export const createMfaService = (deps: MfaDeps) => {
       if (!user || !user.mfa_enabled) throw new AppError('invalid_mfa_token');
       if (user.password_reset_required) throw new AppError('password_reset_required');
       const stale = () => new AppError('invalid_mfa_token');
-      await withAcceptedCode(meta, user, input.code, 'login', { state: 'active', allowRecovery: true, onMissing: stale, onOtherState: stale }, async () => ({
-        result: undefined,
-      }));
-      // The code is consumed (committed) before the session exists: should opening it fail,
-      // the code stays spent and the user signs in again — never the other way round.
-      return auth.completeLogin(meta, client, user, ['pwd', 'otp']);
+      // The code is consumed in the transaction that opens the session: both commit or neither.
+      const { result } = await withAcceptedCode(
+        meta,
+        user,
+        input.code,
+        'login',
+        { state: 'active', allowRecovery: true, onMissing: stale, onOtherState: stale },
+        async (tx) => ({ result: await auth.completeLoginIn(tx, meta, client, user, ['pwd', 'otp']) }),
+      );
+      return result;
     },
 
     /**
