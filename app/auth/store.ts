@@ -180,6 +180,32 @@ export const createAuthStore = (pool: DatabasePool) => ({
       WHERE user_id = ${revocation.userId} AND revoked_at IS NULL
       RETURNING id`),
 
+  /** Revokes every active session of every user (ops token-leak response); returns how many. */
+  revokeAllSessions: (db: Queryable, reason: string) =>
+    db.oneFirst(sql.type(z.object({ revoked: z.number() }))`
+      WITH revoked AS (
+        UPDATE user_sessions SET revoked_at = now(), revoked_reason = ${reason}
+        WHERE revoked_at IS NULL
+        RETURNING 1
+      )
+      SELECT count(*)::int AS revoked FROM revoked`),
+
+  /** Sets a user's role (ops); returns the updated user. */
+  setRole: (db: Queryable, userId: string, role: Role) =>
+    db.maybeOne(sql.type(userRow)`
+      UPDATE users SET role = ${role}, updated_at = now() WHERE id = ${userId} RETURNING ${userColumns}`),
+
+  /** Sets or clears the forced-reset flag (ops); returns the updated user. */
+  setPasswordResetRequired: (db: Queryable, userId: string, required: boolean) =>
+    db.maybeOne(sql.type(userRow)`
+      UPDATE users SET password_reset_required = ${required}, updated_at = now() WHERE id = ${userId} RETURNING ${userColumns}`),
+
+  /** Stores a new password hash and clears the forced-reset flag (the password reset flow). */
+  completePasswordReset: (db: Queryable, userId: string, passwordHash: string) =>
+    db.maybeOne(sql.type(userRow)`
+      UPDATE users SET password_hash = ${passwordHash}, password_reset_required = false, updated_at = now()
+      WHERE id = ${userId} RETURNING ${userColumns}`),
+
   listActiveSessions: (db: Queryable, userId: string) =>
     db.any(sql.type(sessionRow)`
       SELECT ${sessionColumns} FROM user_sessions
