@@ -4,7 +4,8 @@
  * the query or the Authorization header, Origin checks, revoked sessions — each refused with
  * the contract's HTTP envelope BEFORE the upgrade — and the security events they leave.
  */
-import test from 'ava';
+import { randomBytes } from 'node:crypto';
+import test, { type ExecutionContext } from 'ava';
 import { createApi, type Api } from './support/api.js';
 import { withAdminClient } from './support/database.js';
 import { openSocket, signedInPlayer, ticketFor, upgrade, wsUrl, type UpgradeResult } from './support/realtime.js';
@@ -23,7 +24,7 @@ const collect = { teardown: (fn: () => Promise<void>) => void teardowns.push(fn)
 let fixture: Promise<Fixture> | undefined;
 const getFixture = () =>
   (fixture ??= (async () => {
-    const env = { CORS_ALLOWED_ORIGINS: ALLOWED_ORIGIN };
+    const env = { CORS_ALLOWED_ORIGINS: ALLOWED_ORIGIN, JWT_SECRET: randomBytes(48).toString('base64url') };
     const a = await startTestService(collect, env);
     const [b, short] = await Promise.all([
       startTestService(collect, env, { database: a.database }),
@@ -38,13 +39,13 @@ const errorOf = (result: UpgradeResult) => {
 };
 
 /** The refusal is the contract's envelope with X-Request-ID and the security headers. */
-const assertRefusal = (t: import('ava').ExecutionContext, result: UpgradeResult, status: number, code: string) => {
+const assertRefusal = (t: ExecutionContext, result: UpgradeResult, status: number, code: string) => {
   const { status: actual, headers, body } = errorOf(result);
   t.is(actual, status);
   t.deepEqual(Object.keys(body), ['error']);
   t.is(body.error.code, code);
   t.is(typeof body.error.message, 'string');
-  t.is(body.error.requestId, headers['x-request-id']);
+  t.is(body.error.requestId, String(headers['x-request-id']));
   t.regex(String(headers['content-type']), /^application\/json; charset=utf-8$/);
   t.is(headers['cache-control'], 'no-store');
   t.is(headers['x-content-type-options'], 'nosniff');
