@@ -31,6 +31,16 @@ import { createRealtimeService } from './realtime/service.js';
 import { createRealtimeStore } from './realtime/store.js';
 import { createMfaRoutes } from './mfa/routes.js';
 import { createMfaService } from './mfa/service.js';
+import { createPasswordResetRoutes, createPasswordResetService } from './auth/password-reset.js';
+import { createOpsGuard } from './ops/guard.js';
+import { createOpsRoutes } from './ops/routes.js';
+import { createAdminAuditRecorder, createOpsService } from './ops/service.js';
+import { createOpsStore } from './ops/store.js';
+import { createGatewayDrainTarget } from './realtime/drain.js';
+import { createReleaseGate } from './release/gate.js';
+import { createReleaseRoutes } from './release/routes.js';
+import { createReleaseService } from './release/service.js';
+import { createReleaseStore } from './release/store.js';
 import { version } from './version.js';
 
 /** A boot failure the operator can act on; its message is one line and holds no secret. */
@@ -146,8 +156,11 @@ export const startService = async ({ config, logger, port, extraRoutes = [] }: S
     },
   });
   const mfa = createMfaService({ pool, audit, auth, config, logger });
-  routes.push(...createAuthRoutes({ auth, throttle: authThrottle, clientGate: [], afterPassword: mfa.afterPassword }));
-  routes.push(...createMfaRoutes({ mfa, auth, throttle: authThrottle, clientGate: [] }));
+  // The release policy's login gate reads the release service's in-memory policy cache (the
+  // service is created below, once the notification hub exists; requests come only after that).
+  const releaseGate = createReleaseGate({ activePolicies: () => release.activePolicies() });
+  routes.push(...createAuthRoutes({ auth, throttle: authThrottle, clientGate: [releaseGate], afterPassword: mfa.afterPassword }));
+  routes.push(...createMfaRoutes({ mfa, auth, throttle: authThrottle, clientGate: [releaseGate] }));
 
   // Realtime: the LISTEN/NOTIFY hub (chat fan-out, session revocations; usable by other
   // features), tickets and chat, and the /ws gateway attached to the server below.
@@ -165,6 +178,29 @@ export const startService = async ({ config, logger, port, extraRoutes = [] }: S
     await gateway.shutdown();
     await hub.close();
   });
+
+  // Release policies, publish drains across instances, the ops API and the password reset
+  // (contract §6, §7).
+  const authStore = createAuthStore(pool);
+  const opsStore = createOpsStore(pool);
+  const adminAudit = createAdminAuditRecorder(opsStore);
+  const release = createReleaseService({
+    pool,
+    store: createReleaseStore(pool),
+    adminAudit,
+    hub,
+    logger,
+    target: createGatewayDrainTarget(gateway),
+  });
+  const opsGuard = createOpsGuard({ opsApiToken: config.secrets.opsApiToken, auth, audit, pool, logger });
+  const ops = createOpsService({ pool, store: opsStore, adminAudit, audit, auth, authStore, drainCounts: release.drainCounts });
+  routes.push(...createReleaseRoutes({ release, opsGuard }), ...createOpsRoutes({ ops, opsGuard }));
+  const passwordReset = createPasswordResetService({ pool, auth, store: authStore, passwords: createPasswordHasher(config.passwordHashing), audit });
+  routes.push(...createPasswordResetRoutes({ reset: passwordReset, throttle: authThrottle }));
+  await release.start();
+  // First of the shutdown hooks: a drain in progress closes its sockets with 4000 (update)
+  // before the gateway's shutdown closes the rest with 1012 (reconnect elsewhere).
+  shutdownHooks.unshift(() => release.stop());
 
   routes.push(...extraRoutes);
 

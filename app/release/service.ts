@@ -379,8 +379,8 @@ export const createReleaseService = (deps: ReleaseDeps) => {
         await store.heartbeat(pool, { instanceId, hostname: hostname().slice(0, 100), pid: process.pid });
         for (const drain of await store.runningDrains(pool)) {
           if (!handled.has(drain.id) && !drain.overdue) await runLocal(drain);
-          if (!runs.has(drain.id)) await evaluateDrain(drain.id);
-          else if (drain.overdue) await evaluateDrain(drain.id);
+          // Also while this instance runs its part: another instance may have died.
+          await evaluateDrain(drain.id);
         }
       } catch (error) {
         logger.warn({ err: error }, 'release sweep failed');
