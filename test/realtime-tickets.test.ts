@@ -203,3 +203,18 @@ test('ws-ticket requires a bearer token; other paths and broken handshakes get e
   // A plain GET /ws is an HTTP request, not an upgrade.
   t.is((await apiA.get('/ws')).status, 404);
 });
+
+test('a flood of bad tickets is refused without a flood of audit rows (20 per address and minute, then counted)', async (t) => {
+  const { short } = await getFixture();
+  const results = await Promise.all(
+    Array.from({ length: 30 }, (_, i) => upgrade(wsUrl(short.url, { ticket: `kxt_garbage${i}` }), { headers: { 'x-request-id': `flood-${i}` } })),
+  );
+  for (const result of results) assertRefusal(t, result, 401, 'invalid_ws_ticket');
+  const recorded = await withAdminClient(
+    (client) =>
+      client.query<{ n: number }>("SELECT count(*)::int AS n FROM security_event_audit WHERE event_type = 'ws_ticket_rejected' AND request_id LIKE 'flood-%'"),
+    short.database.name,
+  );
+  t.is(recorded.rows[0]!.n, 20);
+  t.true(short.logs.entries().some((entry) => entry.message === 'websocket upgrade refusals are no longer recorded one by one this minute'));
+});

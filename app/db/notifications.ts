@@ -85,7 +85,7 @@ export type NotificationHubOptions = {
 export const createNotificationHub = (options: NotificationHubOptions): NotificationHub => {
   const { database, logger } = options;
   const minBackoff = options.minBackoffMs ?? 100;
-  const maxBackoff = options.maxBackoffMs ?? 5_000;
+  const maxBackoff = options.maxBackoffMs ?? 2_000;
   const healthCheckInterval = options.healthCheckIntervalMs ?? 10_000;
   const ssl = tlsOptionsFor(database);
 

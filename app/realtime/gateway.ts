@@ -322,7 +322,10 @@ export const createRealtimeGateway = (deps: GatewayDeps) => {
   /** Ids of recently delivered messages, so a resync never delivers one twice. */
   const delivered = new Set<string>();
   const DELIVERED_MEMORY = 20_000;
-  let lastSentAt: string | undefined;
+  /** When the listener was lost (this instance's clock); the resync reads from a little before. */
+  let disconnectedAt: number | undefined;
+  /** While a resync reads the backlog, live messages wait here so that delivery order holds. */
+  let held: ChatMessage[] | undefined;
 
   const deliver = (message: ChatMessage) => {
     if (delivered.has(message.id)) return;
@@ -333,20 +336,34 @@ export const createRealtimeGateway = (deps: GatewayDeps) => {
         if (delivered.size <= DELIVERED_MEMORY * 0.9) break;
       }
     }
-    if (lastSentAt === undefined || message.sentAt > lastSentAt) lastSentAt = message.sentAt;
     const members = registry.inChannel(message.channel);
     if (members.size === 0) return;
     const frame = JSON.stringify({ type: 'chat.message', ...message });
     for (const connection of [...members]) sendRaw(connection, frame);
   };
 
-  /** After a listener outage: messages stored meanwhile for the local channels, then a session check. */
+  const onChatNotification = (message: ChatMessage) => {
+    if (held) held.push(message);
+    else deliver(message);
+  };
+
+  /**
+   * After a listener outage: the messages stored meanwhile for the local channels (from 10 s
+   * before the loss, for clock skew and commits in flight), then the live ones that arrived
+   * during the read, then a check of every local session (revocations may have been missed).
+   */
   const resync = async () => {
-    const since = new Date((lastSentAt ? Date.parse(lastSentAt) : Date.now()) - 10_000).toISOString();
+    const since = new Date((disconnectedAt ?? Date.now()) - 10_000).toISOString();
+    disconnectedAt = undefined;
+    held = [];
     try {
       for (const message of await realtime.messagesSince(registry.channels(), since)) deliver(message);
     } catch (error) {
       logger.warn({ err: error }, 'chat resync after listener reconnection failed');
+    } finally {
+      const live = held;
+      held = undefined;
+      for (const message of live) deliver(message);
     }
     await checkLocalSessions();
   };
@@ -354,7 +371,7 @@ export const createRealtimeGateway = (deps: GatewayDeps) => {
   const subscriptions: Array<Promise<() => Promise<void>>> = [
     hub.subscribe(CHAT_NOTIFY_CHANNEL, (payload) => {
       const message = parseChatNotification(payload);
-      if (message) deliver(message);
+      if (message) onChatNotification(message);
       else logger.warn('malformed chat notification ignored');
     }),
     hub.subscribe(SESSION_REVOKED_CHANNEL, (payload) => {
@@ -363,7 +380,13 @@ export const createRealtimeGateway = (deps: GatewayDeps) => {
       else logger.warn('malformed session revocation notification ignored');
     }),
   ];
-  const offReconnected = hub.on('reconnected', () => void resync());
+  let resyncing: Promise<void> = Promise.resolve();
+  const offReconnected = hub.on('reconnected', () => {
+    resyncing = resyncing.then(resync);
+  });
+  const offDisconnected = hub.on('disconnected', () => {
+    disconnectedAt ??= Date.now();
+  });
 
   // Fail closed: while revocations cannot be heard, ask the database.
   const revocationPoll = setInterval(() => {
@@ -687,8 +710,6 @@ export const createRealtimeGateway = (deps: GatewayDeps) => {
     });
   };
 
-  let attachedTo: Server | undefined;
-
   const gateway = {
     registry,
     /** Resolves once the hub subscriptions are registered (and LISTENing when connected). */
@@ -696,7 +717,6 @@ export const createRealtimeGateway = (deps: GatewayDeps) => {
 
     /** Serves `/ws` upgrades of `server`. */
     attach: (server: Server) => {
-      attachedTo = server;
       server.on('upgrade', upgradeListener);
     },
 
@@ -709,11 +729,12 @@ export const createRealtimeGateway = (deps: GatewayDeps) => {
     /** Closes every socket with 1012 (clients reconnect to another instance) and stops. */
     shutdown: async (graceMs = 1_000) => {
       if (closing) return;
+      // The upgrade listener stays: late upgrades on kept-alive connections get 503.
       closing = true;
-      attachedTo?.off('upgrade', upgradeListener);
       clearInterval(heartbeat);
       clearInterval(revocationPoll);
       offReconnected();
+      offDisconnected();
       const sockets = registry.all();
       const closed = Promise.all(
         sockets.map(

@@ -26,6 +26,14 @@ const MAX_OUTSTANDING_TICKETS = 20;
 export const channelNamePattern = /^[a-z0-9][a-z0-9._-]{0,63}$/;
 export const clientMsgIdPattern = /^[A-Za-z0-9._:-]{1,64}$/;
 
+/**
+ * Refused upgrades recorded per minute and per user (a known ticket: used, expired, revoked)
+ * or per client address (unknown or malformed tickets, bad origins). Beyond it they are counted, not
+ * recorded one by one: a flood of bad tickets must not turn into a flood of appends to the
+ * hash-chained trail (appends serialise). The next recorded event carries the count.
+ */
+const REJECTIONS_RECORDED_PER_MINUTE = 20;
+
 /** A send rejected by the write limit this many times within the violation window mutes the user. */
 export const CHAT_VIOLATION_THRESHOLD = 3;
 export const CHAT_VIOLATION_WINDOW_SECONDS = 60;
@@ -152,6 +160,28 @@ export const createRealtimeService = (deps: RealtimeDeps) => {
     return Math.ceil(remaining / 1000);
   };
 
+  const rejectionBudgets = new Map<string, { windowStart: number; recorded: number; suppressed: number }>();
+  /** Whether to record this refusal, and how many were left unrecorded before it. */
+  const rejectionBudget = (meta: RequestMeta, userId?: string): { record: boolean; suppressed: number } => {
+    const key = userId !== undefined ? `user:${userId}` : `ip:${meta.ip ?? 'unknown'}`;
+    const now = Date.now();
+    let budget = rejectionBudgets.get(key);
+    if (!budget || now - budget.windowStart >= 60_000) {
+      const suppressed = budget?.suppressed ?? 0;
+      budget = { windowStart: now, recorded: 0, suppressed: 0 };
+      rejectionBudgets.set(key, budget);
+      budget.recorded += 1;
+      return { record: true, suppressed };
+    }
+    if (budget.recorded < REJECTIONS_RECORDED_PER_MINUTE) {
+      budget.recorded += 1;
+      return { record: true, suppressed: 0 };
+    }
+    if (budget.suppressed === 0) logger.warn({ ip: meta.ip, userId }, 'websocket upgrade refusals are no longer recorded one by one this minute');
+    budget.suppressed += 1;
+    return { record: false, suppressed: 0 };
+  };
+
   const service = {
     ticketTtlSeconds: ttlSeconds,
 
@@ -199,20 +229,29 @@ export const createRealtimeService = (deps: RealtimeDeps) => {
       return { ok: false, reason };
     },
 
-    recordTicketRejected: (meta: RequestMeta, rejection: { reason: string; userId?: string; sessionId?: string }) =>
-      audit
+    recordTicketRejected: async (meta: RequestMeta, rejection: { reason: string; userId?: string; sessionId?: string }) => {
+      const budget = rejectionBudget(meta, rejection.userId);
+      if (!budget.record) return;
+      await audit
         .record(pool, meta, {
           type: 'ws_ticket_rejected',
           userId: rejection.userId ?? null,
           sessionId: rejection.sessionId ?? null,
-          details: { reason: rejection.reason },
+          details: { reason: rejection.reason, ...(budget.suppressed > 0 ? { unrecordedBefore: budget.suppressed } : {}) },
         })
-        .catch((error: unknown) => logger.warn({ err: error }, 'could not record ws_ticket_rejected')),
+        .catch((error: unknown) => logger.warn({ err: error }, 'could not record ws_ticket_rejected'));
+    },
 
-    recordOriginRejected: (meta: RequestMeta, origin: string) =>
-      audit
-        .record(pool, meta, { type: 'ws_origin_rejected', details: { origin: origin.slice(0, 256) } })
-        .catch((error: unknown) => logger.warn({ err: error }, 'could not record ws_origin_rejected')),
+    recordOriginRejected: async (meta: RequestMeta, origin: string) => {
+      const budget = rejectionBudget(meta);
+      if (!budget.record) return;
+      await audit
+        .record(pool, meta, {
+          type: 'ws_origin_rejected',
+          details: { origin: origin.slice(0, 256), ...(budget.suppressed > 0 ? { unrecordedBefore: budget.suppressed } : {}) },
+        })
+        .catch((error: unknown) => logger.warn({ err: error }, 'could not record ws_origin_rejected'));
+    },
 
     /** Field problems of a send, or undefined when it is valid (text normalised in place by {@link sendMessage}). */
     validateSend: (input: { channel: unknown; text: unknown; clientMsgId?: unknown }): ErrorDetail[] => {
@@ -326,6 +365,7 @@ export const createRealtimeService = (deps: RealtimeDeps) => {
     sweep: async () => {
       const now = Date.now();
       for (const [userId, until] of knownMutes) if (until <= now) knownMutes.delete(userId);
+      for (const [key, budget] of rejectionBudgets) if (now - budget.windowStart >= 60_000 && budget.suppressed === 0) rejectionBudgets.delete(key);
       await store.sweep(pool);
     },
   };
