@@ -9,7 +9,7 @@ import test, { type ExecutionContext } from 'ava';
 import WebSocket from 'ws';
 import { createApi, type Api, type ErrorBody, type TokenPair } from './support/api.js';
 import { createTestDatabase, withAdminClient } from './support/database.js';
-import { useSharedService, type TestService } from './support/service.js';
+import { startTestService, useSharedService, type TestService } from './support/service.js';
 import { msUntilNextStep, stepAt, totpForStep } from './support/totp.js';
 import { opsRoutes, type AdminAuditItem, type OpsMetrics, type SecurityEventItem } from '../app/ops/schemas.js';
 import { createFailureThrottle, secretEquals } from '../app/ops/guard.js';
@@ -322,7 +322,6 @@ test('role change revokes the sessions so the new role applies; force-password-r
 
 test('revoke all sessions (token leak): every session and every live socket ends', async (t) => {
   // Its own database: revoking everything must not disturb the other tests.
-  const { startTestService } = await import('./support/service.js');
   const service = await startTestService(t);
   const api = createApi(service.url);
   const pairs = await Promise.all(Array.from({ length: 5 }, async () => api.login(await api.register())));
@@ -508,6 +507,11 @@ test('query plans at 200k rows: the list and metrics queries use indexes, no Seq
              CASE WHEN g % 3 = 0 THEN NULL ELSE md5((g % 5000)::text)::uuid END,
              '{}', now() - (g * interval '77 seconds'), repeat('0', 64), repeat('0', 64)
         FROM generate_series(1, 200000) g`);
+    // The all-time counters the insert trigger would have kept.
+    await client.query(`
+      INSERT INTO security_event_counts AS c (event_type, total)
+      SELECT event_type, count(*) FROM security_event_audit GROUP BY event_type
+      ON CONFLICT (event_type) DO UPDATE SET total = excluded.total`);
     await client.query(`
       INSERT INTO admin_action_audit (actor, action, target, created_at)
       SELECT CASE WHEN g % 10 = 0 THEN 'ops-token' ELSE md5((g % 50)::text)::uuid::text END,
@@ -573,6 +577,27 @@ test('query plans at 200k rows: the list and metrics queries use indexes, no Seq
     t.false(/"Node Type":\s*"Seq Scan",[^}]*"Relation Name":\s*"(security_event_audit|admin_action_audit)"/.test(json), `${label}: ${json}`);
     t.regex(json, /Index (Only )?Scan|Bitmap Index Scan/, label);
   }
+  // The metrics endpoint over the seeded rows: the windows match the table, and it stays cheap.
+  const service = await startTestService(t, {}, { database });
+  const api = createApi(service.url);
+  const started = Date.now();
+  const metrics = await api.request<OpsMetrics>('GET', opsRoutes.metrics.path, { token: service.config.secrets.opsApiToken });
+  const elapsed = Date.now() - started;
+  t.is(metrics.status, 200);
+  t.log(`metrics over 200k events / 200k sessions: ${elapsed} ms`);
+  const truth = await run<{ event_type: string; last1h: number; last24h: number }>(`
+    SELECT event_type,
+           count(*) FILTER (WHERE created_at >= now() - interval '1 hour')::int AS last1h,
+           count(*) FILTER (WHERE created_at >= now() - interval '24 hours')::int AS last24h
+      FROM security_event_audit GROUP BY event_type`);
+  for (const row of truth) {
+    if (row.event_type === 'user_registered' || row.event_type === 'login_succeeded' || row.event_type === 'ops_auth_failed') continue;
+    t.like(metrics.body.securityEvents[row.event_type as 'login_failed'], { last1h: row.last1h, last24h: row.last24h }, row.event_type);
+  }
+  t.is(metrics.body.auth.loginFailures1h, truth.find((r) => r.event_type === 'login_failed')!.last1h);
+  t.true(metrics.body.securityEvents.refresh_rotated!.total >= 28_000);
+  const [active] = await run<{ n: number }>('SELECT count(*)::int AS n FROM user_sessions WHERE revoked_at IS NULL AND expires_at > now()');
+  t.is(metrics.body.sessions.active, active!.n);
   const sessions = await plan('SELECT count(*)::int FROM user_sessions WHERE revoked_at IS NULL AND expires_at > now()');
   t.false(/"Node Type":\s*"Seq Scan",[^}]*"Relation Name":\s*"user_sessions"/.test(sessions), `active sessions: ${sessions}`);
   t.regex(sessions, /user_sessions_active/, 'the partial index of unrevoked sessions');

@@ -14,7 +14,9 @@ import { createApi, type Api, type ErrorBody, type TokenPair } from './support/a
 import { withAdminClient, type TestDatabase } from './support/database.js';
 import { startTestService, testEnvironment, useSharedService, type TestService } from './support/service.js';
 import type { Drain, OpsMetrics, PublicPolicyResponse, ReleasePolicy } from '../app/ops/schemas.js';
-import { gateDecision, isBelow } from '../app/release/service.js';
+import { createReleaseService, gateDecision, isBelow } from '../app/release/service.js';
+import type { ReleaseStore } from '../app/release/store.js';
+import { createLogger } from '../app/logger.js';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 const shared = useSharedService();
@@ -109,6 +111,35 @@ test('gate decisions (unit): versions with semver, unknown platform blocked only
   t.true(gateDecision(policies, { platform: null, version: '99.0.0' }).blocked, 'no platform while a gate is on');
   t.false(gateDecision(new Map([policy('android', '3.0.0', false)]), { platform: null, version: null }).blocked);
   t.true(isBelow('not-a-version', '1.0.0'));
+});
+
+test('the gate reads policies from memory: one query per second at most, and none after a notification until needed', async (t) => {
+  let reads = 0;
+  const store = {
+    activePolicies: async () => {
+      reads += 1;
+      return [];
+    },
+  } as unknown as ReleaseStore;
+  const handlers = new Map<string, (payload: string) => void>();
+  const hub = {
+    publish: async () => undefined,
+    subscribe: async (channel: string, handler: (payload: string) => void) => {
+      handlers.set(channel, handler);
+      return async () => undefined;
+    },
+    on: () => () => undefined,
+  };
+  const release = createReleaseService({ pool: {} as never, store, adminAudit: {} as never, hub, logger: createLogger({ logLevel: 'silent' }) });
+  await Promise.all(Array.from({ length: 200 }, () => release.activePolicies()));
+  for (let i = 0; i < 100; i += 1) await release.activePolicies();
+  t.is(reads, 1, '300 gate checks, one read');
+  await sleep(1_050);
+  await release.activePolicies();
+  t.is(reads, 2, 'the copy expires after a second');
+  release.invalidatePolicies();
+  await release.activePolicies();
+  t.is(reads, 3, 'a policy notification drops the copy at once');
 });
 
 test('GET /release/policy is public and answers updateRequired', async (t) => {
