@@ -12,7 +12,7 @@ import { createTestDatabase, withAdminClient } from './support/database.js';
 import { startTestService, useSharedService, type TestService } from './support/service.js';
 import { msUntilNextStep, stepAt, totpForStep } from './support/totp.js';
 import { opsRoutes, type AdminAuditItem, type OpsMetrics, type SecurityEventItem } from '../app/ops/schemas.js';
-import { createFailureThrottle, secretEquals } from '../app/ops/guard.js';
+import { createFailureThrottle, opsBearer, secretEquals } from '../app/ops/guard.js';
 
 const shared = useSharedService({ TRUST_PROXY: 'true', AUTH_LOCKOUT_THRESHOLD: '100' });
 
@@ -138,6 +138,18 @@ test('ops_auth_failed recording is throttled per IP (the table cannot be flooded
   t.is(throttle.admit('a'), 2);
   t.true(secretEquals('same', 'same'));
   t.false(secretEquals('same', 'same-but-longer'));
+  t.is(opsBearer('bearer a$b!c{d}'), 'a$b!c{d}');
+  t.is(opsBearer('Basic abc'), undefined);
+  t.is(opsBearer('Bearer '), undefined);
+});
+
+test('an ops token with any visible characters is accepted (Secret Manager values are not token68)', async (t) => {
+  const token = `ops-${randomBytes(24).toString('base64url')}!$%&*()[]{}<>?:;,"'\\|^\``;
+  const service = await startTestService(t, { OPS_API_TOKEN: token });
+  const api = createApi(service.url);
+  t.is((await api.request('GET', opsRoutes.metrics.path, { token })).status, 200);
+  t.is((await api.request('GET', opsRoutes.metrics.path, { token: token.slice(0, -1) })).status, 401);
+  t.false(service.logs.lines.some((line) => line.includes(token.slice(0, 20))));
 });
 
 test('the ops token and an admin with otp are accepted; each mutating call leaves one audited row', async (t) => {

@@ -13,7 +13,6 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import type { Middleware } from 'koa';
 import type { RequestMeta, SecurityAuditService } from '../audit/types.js';
-import { bearerToken } from '../auth/guard.js';
 import type { AuthService } from '../auth/service.js';
 import { AppError } from '../http/errors.js';
 import { requestMeta } from '../http/request-meta.js';
@@ -98,6 +97,16 @@ export const createFailureThrottle = (options: { perIp: number; global: number; 
   };
 };
 
+/**
+ * The credentials of `Authorization: Bearer …` (scheme case-insensitive). Wider than the
+ * token68 syntax access tokens use: the ops token is whatever Secret Manager holds (≥ 32
+ * characters), and it must still be accepted when it holds other visible characters.
+ */
+export const opsBearer = (header: string | undefined): string | undefined => {
+  const match = /^Bearer +([\x21-\x7e]+) *$/i.exec(header ?? '');
+  return match?.[1];
+};
+
 /** JWT compact serialisation: three base64url segments. */
 const looksLikeJwt = (token: string) => /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$/.test(token);
 
@@ -134,7 +143,7 @@ export const createOpsGuard = (deps: OpsGuardDeps): Middleware<AppState> => {
   };
 
   return async (ctx, next) => {
-    const token = bearerToken(ctx.get('authorization'));
+    const token = opsBearer(ctx.get('authorization'));
     if (token === undefined) return fail(ctx, 'missing_token');
     // Always compared, whatever the token looks like: the time spent does not depend on it.
     if (secretEquals(token, opsApiToken)) {
