@@ -218,7 +218,9 @@ export const startService = async ({ config, logger, port, extraRoutes = [] }: S
     await next();
     if (draining) ctx.set('Connection', 'close');
   });
-  const server = createServer(app.callback());
+  // headersTimeout/requestTimeout are enforced by a periodic sweep (default every 30 s), so a
+  // slow-header client could hold its socket up to 40 s; sweep every second instead.
+  const server = createServer({ connectionsCheckingInterval: 1_000 }, app.callback());
   server.on('clientError', writeClientError);
   gateway.attach(server);
   // Slow-header and slow-body clients must not pin sockets (slowloris).
