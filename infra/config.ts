@@ -9,6 +9,7 @@
  */
 import * as pulumi from '@pulumi/pulumi';
 import { z } from 'zod';
+import { tunableRefinements, tunableSchemas, type TunableName } from '../app/config/tunables.js';
 
 export const CONFIG_NAMESPACE = 'karaxas-backend';
 
@@ -45,22 +46,27 @@ const hostname = z
   .string()
   .regex(/^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$/, 'must be a lower-case DNS name');
 
-const origin = z.string().refine(
-  (v) => {
-    if (v.includes('*')) return false;
-    try {
-      const u = new URL(v);
-      return u.origin === v && (u.protocol === 'https:' || u.hostname === 'localhost');
-    } catch {
-      return false;
-    }
-  },
-  { message: 'must be an exact origin like https://play.example.com (no path, no trailing slash, no wildcard)' },
-);
-
 const cidr = z
   .string()
   .regex(/^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})\/(\d|[12]\d|3[0-2])$/, 'must be an IPv4 CIDR range');
+
+/** An IPv4 or IPv6 range in CIDR notation (a single address is `/32` or `/128`). */
+const sourceRange = z.string().refine(isSourceRange, { message: 'must be an IPv4 or IPv6 range in CIDR notation, e.g. 198.51.100.0/24' });
+
+/** Whether `value` is an IPv4 `/0-32` or IPv6 `/0-128` CIDR range. */
+export function isSourceRange(value: string): boolean {
+  const slash = value.indexOf('/');
+  if (slash < 0) return false;
+  const addr = value.slice(0, slash);
+  const bits = value.slice(slash + 1);
+  if (!/^\d{1,3}$/.test(bits)) return false;
+  const v4 = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/.exec(addr);
+  if (v4) return v4.slice(1).every((o) => Number(o) <= 255) && Number(bits) <= 32;
+  if (!/^[0-9a-f:]+$/i.test(addr) || !addr.includes(':') || (addr.match(/::/g) ?? []).length > 1) return false;
+  const groups = addr.split(':').filter((g) => g !== '');
+  if (groups.some((g) => g.length > 4)) return false;
+  return (addr.includes('::') ? groups.length < 8 : groups.length === 8) && Number(bits) <= 128;
+}
 
 const numericId = z.string().regex(/^\d+$/, 'must be the numeric GitHub id (as a string), not a name');
 
@@ -138,6 +144,28 @@ const databaseSchema = z
   })
   .strict();
 
+/** At most this many deny-listed ranges (40 Armor rules of 10). */
+export const MAX_DENY_RANGES = 400;
+/** At most this many path throttles (one Armor rule each). */
+export const MAX_PATH_THROTTLES = 50;
+
+/** One per-path throttle override (`armor.pathThrottles[]`). */
+const pathThrottleSchema = z
+  .object({
+    /** Path (or path prefix) the throttle counts, e.g. `/auth/login`. Letters, digits and `/._~-` only. */
+    path: z.string().regex(/^\/[A-Za-z0-9._~/-]{0,200}$/, 'must be a path such as /auth/login (letters, digits, / . _ ~ -)'),
+    /** `prefix` (default): every path starting with `path`; `exact`: only `path`. */
+    match: z.enum(['prefix', 'exact']).default('prefix'),
+    /** Only requests with this method (default: every method). */
+    method: z.enum(['GET', 'POST', 'PUT', 'PATCH', 'DELETE']).optional(),
+    /** Requests per client IP per `intervalSec`. */
+    count: z.number().int().min(1).max(100000),
+    intervalSec,
+    /** Ban the IP for this long once over the limit (rate_based_ban) instead of throttling (429 per request). */
+    banDurationSec: z.number().int().min(60).max(86400).optional(),
+  })
+  .strict();
+
 const armorSchema = z
   .object({
     /** Name of the Cloud Armor policy (the seed runbook's name is the default). */
@@ -173,8 +201,26 @@ const armorSchema = z
         intervalSec,
       })
       .strict(),
+    /**
+     * Source ranges refused at the edge (403) before any other rule, on every path — the
+     * runbook's "apply network perimeter controls". 10 ranges per Armor rule.
+     */
+    denySourceRanges: z.array(sourceRange).max(MAX_DENY_RANGES).default([]),
+    /**
+     * Per-path, per-IP throttles that override the baseline limits for their path (evaluated
+     * after the WAF rules and before the /auth ban and the chat throttle; the longest path wins).
+     */
+    pathThrottles: z.array(pathThrottleSchema).max(MAX_PATH_THROTTLES).default([]),
   })
-  .strict();
+  .strict()
+  .superRefine((a, ctx) => {
+    const seen = new Set<string>();
+    a.pathThrottles.forEach((t, i) => {
+      const key = `${t.match} ${t.method ?? '*'} ${t.path}`;
+      if (seen.has(key)) ctx.addIssue({ code: 'custom', path: ['pathThrottles', i], message: `duplicate throttle for ${key}` });
+      seen.add(key);
+    });
+  });
 
 const edgeSchema = z
   .object({
@@ -214,6 +260,9 @@ const githubSchema = z
         'roles/resourcemanager.projectIamAdmin',
         'roles/servicenetworking.networksAdmin',
         'roles/serviceusage.serviceUsageAdmin',
+        'roles/cloudscheduler.admin',
+        'roles/monitoring.editor',
+        'roles/logging.configWriter',
       ]),
     /** Project roles of the read-only preview account. */
     previewRoles: z
@@ -253,8 +302,94 @@ const auditArchiveSchema = z
       .string()
       .regex(/^[a-z0-9][a-z0-9._/-]*\/$/, 'must end with a slash, e.g. security-audit/')
       .default('security-audit/'),
+    /** Cron schedule (5 fields) of the archive job; default 03:17 on the 1st of every month. */
+    schedule: z
+      .string()
+      .regex(/^(\S+\s+){4}\S+$/, 'must be a 5-field cron expression, e.g. "17 3 1 * *"')
+      .default('17 3 1 * *'),
+    /** Time zone of `schedule` (IANA name). */
+    timeZone: z.string().regex(/^[A-Za-z_]+(\/[A-Za-z0-9_+-]+)*$/, 'must be an IANA time zone such as Etc/UTC').default('Etc/UTC'),
+    /** How the job starts the CLI inside the image (`archive-security-audit --to <uri>` is appended). */
+    command: z.array(z.string().min(1)).min(1).default(['node', 'dist/bin/karaxas-ops.js']),
+    /** Upper bound of one archive run. */
+    timeoutSeconds: z.number().int().min(60).max(86400).default(3600),
+    /** Retries of a failed run within one execution. */
+    maxRetries: z.number().int().min(0).max(10).default(1),
   })
   .strict();
+
+const opsAccessSchema = z
+  .object({
+    /**
+     * Source ranges allowed to reach /ops/* at the edge (operators' VPN / bastion egress, CI
+     * runners with static egress). Empty and no IAP: /ops is open at the edge (app auth only) —
+     * refused in prod.
+     */
+    allowedSourceRanges: z.array(sourceRange).max(100).default([]),
+    /** Let Cloud Monitoring's uptime checkers reach GET /ops/release/admin-audit (only that path). */
+    allowUptimeCheckers: z.boolean().default(true),
+    /** Identity-Aware Proxy in front of /ops/* (Google-managed OAuth client). */
+    iap: z
+      .object({
+        enabled: z.boolean().default(false),
+        /** Principals allowed through IAP (`user:`, `group:`, `serviceAccount:`, `domain:`). */
+        members: z.array(z.string().regex(/^(user|group|serviceAccount|domain):[^\s*]+$/, 'must be user:, group:, serviceAccount: or domain:')).default([]),
+      })
+      .strict()
+      .default({}),
+  })
+  .strict()
+  .refine((o) => !o.iap.enabled || o.iap.members.length > 0, {
+    message: 'IAP without members lets nobody through; list the principals',
+    path: ['iap', 'members'],
+  });
+
+/** An alert threshold: more than `count` events within `windowSeconds` fires. */
+const thresholdSchema = (count: number, windowSeconds: number) =>
+  z
+    .object({
+      count: z.number().int().min(0).max(10_000_000).default(count),
+      windowSeconds: z.number().int().min(60).max(86_400).default(windowSeconds),
+    })
+    .strict()
+    .default({});
+
+/** Cloud Monitoring uptime check regions (at least three when set). */
+export const UPTIME_REGIONS = ['USA', 'EUROPE', 'SOUTH_AMERICA', 'ASIA_PACIFIC', 'USA_OREGON', 'USA_IOWA', 'USA_VIRGINIA'] as const;
+
+const monitoringSchema = z
+  .object({
+    /** Existing notification channels (Slack, PagerDuty, ...): `projects/<p>/notificationChannels/<id>`. */
+    notificationChannels: z
+      .array(z.string().regex(/^projects\/[a-z0-9-]+\/notificationChannels\/\d+$/, 'must be projects/<project>/notificationChannels/<id>'))
+      .default([]),
+    /** Email addresses that get an email notification channel each. */
+    emails: z.array(z.string().email()).default([]),
+    /** Seconds between uptime checks (60, 300, 600 or 900). */
+    uptimePeriodSeconds: z.union([z.literal(60), z.literal(300), z.literal(600), z.literal(900)]).default(60),
+    /** Checker regions (empty: all). */
+    uptimeRegions: z.array(z.enum(UPTIME_REGIONS)).default([]),
+    /** Uptime check of GET /ops/release/admin-audit with the ops token (needs the checkers to pass the /ops edge rule). */
+    adminAuditUptimeCheck: z.boolean().default(true),
+    /** Alert thresholds (more than `count` in `windowSeconds`). */
+    alerts: z
+      .object({
+        authFailures: thresholdSchema(200, 300),
+        lockouts: thresholdSchema(20, 300),
+        rateLimited: thresholdSchema(500, 300),
+        refreshTokenReuse: thresholdSchema(3, 300),
+        drainFailures: thresholdSchema(0, 300),
+        archiveFailures: thresholdSchema(0, 3600),
+        armorDenies: thresholdSchema(1000, 300),
+      })
+      .strict()
+      .default({}),
+  })
+  .strict()
+  .refine((m) => m.uptimeRegions.length === 0 || m.uptimeRegions.length >= 3, {
+    message: 'set at least three regions (or none for all)',
+    path: ['uptimeRegions'],
+  });
 
 const rotationSchema = z
   .object({
@@ -300,8 +435,6 @@ export const stackConfigSchema = z
       .optional(),
     /** Public host names served by the load balancer (managed certificate). */
     domains: z.array(hostname).min(1),
-    /** CORS_ALLOWED_ORIGINS: exact origins. */
-    corsAllowedOrigins: z.array(origin).default([]),
     /** Container image, pinned by digest. */
     image: z
       .string()
@@ -316,10 +449,33 @@ export const stackConfigSchema = z
     github: githubSchema,
     auditArchive: auditArchiveSchema.default({}),
     secretRotation: secretRotationSchema,
+    opsAccess: opsAccessSchema.default({}),
+    monitoring: monitoringSchema.default({}),
   })
   .strict()
   .superRefine((c, ctx) => {
+    if (c.opsAccess.iap.enabled && c.monitoring.adminAuditUptimeCheck) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['monitoring', 'adminAuditUptimeCheck'],
+        message: 'uptime checks cannot sign in through IAP: set false when opsAccess.iap is enabled',
+      });
+    }
     if (c.environment !== 'prod') return;
+    if (c.opsAccess.allowedSourceRanges.length === 0 && !c.opsAccess.iap.enabled) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['opsAccess', 'allowedSourceRanges'],
+        message: 'prod must restrict /ops at the edge: list the allowed source ranges or enable opsAccess.iap',
+      });
+    }
+    if (c.monitoring.notificationChannels.length + c.monitoring.emails.length === 0) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['monitoring', 'notificationChannels'],
+        message: 'prod alerts must reach someone: set notificationChannels and/or emails',
+      });
+    }
     if (!c.database.deletionProtection) {
       ctx.addIssue({ code: 'custom', path: ['database', 'deletionProtection'], message: 'must stay true in prod' });
     }
@@ -331,8 +487,16 @@ export const stackConfigSchema = z
     }
   });
 
-export type StackSettings = z.infer<typeof stackConfigSchema>;
 export type RotationState = z.infer<typeof rotationSchema>;
+
+/** The validated stack configuration (everything but secret values). */
+export type StackSettings = z.infer<typeof stackConfigSchema> & {
+  /**
+   * The app tunables set in this stack, as the env values the app parses back (canonical form).
+   * Tunables not set keep the app's own default.
+   */
+  tunables: Partial<Record<TunableName, string>>;
+};
 
 /** The validated configuration plus the optional secret values from `pulumi config set --secret`. */
 export interface StackConfig extends StackSettings {
@@ -365,15 +529,79 @@ export class StackConfigError extends pulumi.RunError {
 const STRING_KEYS = new Set(['environment', 'namePrefix', 'image']);
 const SECRET_CONFIG_KEYS = new Set<string>(SECRET_KEYS);
 
+// ------------------------------------------------------------------ app tunables
+
+/** Stack key of an app tunable: `AUTH_LOCKOUT_THRESHOLD` → `authLockoutThreshold`. */
+export function tunableKey(name: TunableName): string {
+  return name.toLowerCase().replace(/_([a-z0-9])/g, (_m, c: string) => c.toUpperCase());
+}
+
+/**
+ * Every operator tunable of the app (app/config/tunables.ts, contract §9) by its stack key, e.g.
+ * `karaxas-backend:authLockoutThreshold` → `AUTH_LOCKOUT_THRESHOLD`. Validated with the app's own
+ * schemas, so `pulumi up` refuses exactly what the service would refuse at boot.
+ */
+export const TUNABLE_KEYS: ReadonlyMap<string, TunableName> = new Map(
+  (Object.keys(tunableSchemas) as TunableName[]).map((name) => [tunableKey(name), name]),
+);
+
+/** A raw stack value as the env string the app reads: a YAML list (CORS origins) becomes comma-separated. */
+function asEnvString(raw: string): string {
+  if (raw.trim().startsWith('[')) {
+    try {
+      const list: unknown = JSON.parse(raw);
+      if (Array.isArray(list)) return list.map(String).join(',');
+    } catch {
+      // Not JSON: the app's schema reports it.
+    }
+  }
+  return raw;
+}
+
+/** Validates the tunables among `raw` with the app's schemas; returns the env of the ones set. */
+function parseTunables(raw: Record<string, string | undefined>, problems: string[]): Partial<Record<TunableName, string>> {
+  const env: Partial<Record<TunableName, string>> = {};
+  const values: Record<string, unknown> = {};
+  const start = problems.length;
+  for (const [key, name] of TUNABLE_KEYS) {
+    const value = raw[key];
+    const schema: z.ZodTypeAny = tunableSchemas[name];
+    const result = schema.safeParse(value === undefined ? undefined : asEnvString(value));
+    if (!result.success) {
+      for (const issue of result.error.issues) problems.push(`${keyName([key, ...issue.path])}: ${issue.message} (${name})`);
+      continue;
+    }
+    values[name] = result.data;
+    if (value !== undefined) env[name] = Array.isArray(result.data) ? result.data.join(',') : String(result.data);
+  }
+  if (problems.length > start) return env;
+  const keyOf = (text: string) =>
+    text.replace(/\b[A-Z][A-Z0-9_]+\b/g, (m) => (TUNABLE_KEYS.has(tunableKey(m as TunableName)) ? keyName([tunableKey(m as TunableName)]) : m));
+  for (const rule of tunableRefinements) {
+    if (!rule.check(values as Parameters<typeof rule.check>[0])) {
+      problems.push(`${keyName([tunableKey(rule.variable)])}: ${keyOf(rule.message)} (${rule.variable})`);
+    }
+  }
+  // A deployed stack serves browsers over https only (the app itself also accepts http origins).
+  const origins = (env.CORS_ALLOWED_ORIGINS ?? '').split(',').filter((o) => o !== '');
+  origins.forEach((o, i) => {
+    if (!o.startsWith('https://') && !/^http:\/\/localhost(:\d+)?$/.test(o)) {
+      problems.push(`${keyName([tunableKey('CORS_ALLOWED_ORIGINS'), i])}: must be an https origin (http only for localhost)`);
+    }
+  });
+  return env;
+}
+
 /**
  * Parses raw config (`key` without namespace → raw string as Pulumi stores it).
  * Exported for tests; `loadConfig` is the entry point for the program.
  */
 export function parseStackSettings(raw: Record<string, string | undefined>): StackSettings {
   const problems: string[] = [];
+  const tunables = parseTunables(raw, problems);
   const input: Record<string, unknown> = {};
   for (const [key, value] of Object.entries(raw)) {
-    if (value === undefined) continue;
+    if (value === undefined || TUNABLE_KEYS.has(key)) continue;
     if (key === 'project' || key === 'region' || STRING_KEYS.has(key)) {
       input[key] = value;
       continue;
@@ -394,9 +622,9 @@ export function parseStackSettings(raw: Record<string, string | undefined>): Sta
         problems.push(`${keyName(issue.path)}: ${issue.message}`);
       }
     }
-    throw new StackConfigError(problems);
   }
-  return result.data;
+  if (!result.success || problems.length > 0) throw new StackConfigError(problems);
+  return { ...result.data, tunables };
 }
 
 /** Reads and validates the stack configuration of the running program. */

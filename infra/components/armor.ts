@@ -23,6 +23,14 @@ export interface ArmorArgs extends BaseArgs {
   jsonParsing?: 'STANDARD' | 'STANDARD_WITH_GRAPHQL';
   /** Log which signature matched (VERBOSE). Default false. */
   verboseLogging?: boolean;
+  /** Rules only known at deploy time (e.g. the uptime checker addresses); never previewed. */
+  dynamicRules?: pulumi.Input<ArmorRule[]>;
+  /** The default rule's action. Default `allow`; `deny(403)` makes the policy an allow list. */
+  defaultAction?: DefaultAction;
+  /** Description of the policy. */
+  description?: string;
+  /** Logical name suffix of the resource (default `armor`). */
+  resourceSuffix?: string;
 }
 
 /** Whether a rule runs in preview mode under the given switches. */
@@ -63,9 +71,10 @@ export function toPolicyRule(rule: ArmorRule, preview: boolean): PolicyRule {
         },
       };
     case 'deny':
+    case 'allow':
       return {
         ...base,
-        action: `deny(${rule.status})`,
+        action: rule.kind === 'deny' ? `deny(${rule.status})` : 'allow',
         match: rule.srcIpRanges
           ? { versionedExpr: 'SRC_IPS_V1', config: { srcIpRanges: rule.srcIpRanges } }
           : { expr: { expression: rule.expression ?? 'false' } },
@@ -73,14 +82,22 @@ export function toPolicyRule(rule: ArmorRule, preview: boolean): PolicyRule {
   }
 }
 
-/** The mandatory last rule: everything not denied above is allowed through to the app. */
-export const DEFAULT_RULE: PolicyRule = {
-  priority: ARMOR_PRIORITY.default,
-  action: 'allow',
-  preview: false,
-  description: '[default] Default rule: allow what no rule above denied',
-  match: { versionedExpr: 'SRC_IPS_V1', config: { srcIpRanges: ['*'] } },
-};
+/** What the mandatory last rule does with requests no rule above matched. */
+export type DefaultAction = 'allow' | 'deny(403)';
+
+/** The mandatory last rule. */
+export function defaultRule(action: DefaultAction = 'allow'): PolicyRule {
+  return {
+    priority: ARMOR_PRIORITY.default,
+    action,
+    preview: false,
+    description:
+      action === 'allow'
+        ? '[default] Default rule: allow what no rule above denied'
+        : '[default] Default rule: deny what no rule above allowed',
+    match: { versionedExpr: 'SRC_IPS_V1', config: { srcIpRanges: ['*'] } },
+  };
+}
 
 export class Armor extends pulumi.ComponentResource {
   public readonly policy: gcp.compute.SecurityPolicy;
@@ -101,13 +118,21 @@ export class Armor extends pulumi.ComponentResource {
     const rules = [...args.rules].sort((a, b) => a.priority - b.priority);
     this.previewedRules = rules.filter((r) => isPreview(r, previewNew, previewRules)).map((r) => r.key);
 
+    const fixed = rules.map((r) => toPolicyRule(r, isPreview(r, previewNew, previewRules)));
+    const fallback = defaultRule(args.defaultAction ?? 'allow');
+    const allRules = pulumi.output(args.dynamicRules ?? []).apply((dynamic) => {
+      checkArmorRules([...args.rules, ...dynamic]);
+      const extra = [...dynamic].sort((a, b) => a.priority - b.priority).map((r) => toPolicyRule(r, false));
+      return [...fixed, ...extra].sort((a, b) => (a.priority as number) - (b.priority as number)).concat(fallback);
+    });
+
     this.policy = new gcp.compute.SecurityPolicy(
-      `${args.prefix}-armor`,
+      `${args.prefix}-${args.resourceSuffix ?? 'armor'}`,
       {
         project: args.project,
         name: args.policyName,
         type: 'CLOUD_ARMOR',
-        description: 'Karaxas backend edge policy: OWASP CRS, per-IP rate limits, adaptive protection',
+        description: args.description ?? 'Karaxas backend edge policy: OWASP CRS, per-IP rate limits, adaptive protection',
         advancedOptionsConfig: {
           jsonParsing: args.jsonParsing ?? 'STANDARD',
           logLevel: args.verboseLogging ? 'VERBOSE' : 'NORMAL',
@@ -115,7 +140,7 @@ export class Armor extends pulumi.ComponentResource {
         adaptiveProtectionConfig: {
           layer7DdosDefenseConfig: { enable: true, ruleVisibility: 'STANDARD' },
         },
-        rules: [...rules.map((r) => toPolicyRule(r, isPreview(r, previewNew, previewRules))), DEFAULT_RULE],
+        rules: allRules,
       },
       { parent: this },
     );

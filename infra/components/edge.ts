@@ -2,13 +2,39 @@
  * Edge: the global external Application Load Balancer in front of Cloud Run.
  *
  *   :443  forwarding rule → HTTPS proxy (managed cert, SSL policy TLS ≥ 1.2)
- *                         → URL map → backend service (Cloud Armor, logging)
- *                         → serverless NEG → Cloud Run
+ *                         → URL map: only the app's public prefixes → API backend service
+ *                                    /ops, /ops/*               → ops backend service
+ *                                    anything else / other host → 404 at the edge
+ *                         → backend services (each with its Cloud Armor policy, logging)
+ *                         → serverless NEGs → Cloud Run
  *   :80   forwarding rule (same IP) → HTTP proxy → redirect-only URL map (301 to https)
  */
 import * as pulumi from '@pulumi/pulumi';
 import * as gcp from '@pulumi/gcp';
 import { COMPONENT_TYPE_PREFIX, shortHash, type BaseArgs } from './common.js';
+import { OPS_PREFIX } from './armor-rules.js';
+
+/** Prefixes the app serves publicly: the prefix itself and everything below it. */
+export const PUBLIC_PREFIXES = ['/auth', '/ws', '/chat', '/release'] as const;
+/** Single public paths (health, the OpenAPI document). */
+export const PUBLIC_PATHS = ['/healthz', '/readyz', '/openapi.json'] as const;
+/** The status the load balancer answers itself for every path it does not route. */
+export const EDGE_NOT_FOUND_STATUS = 404;
+
+/** URL-map path patterns of a prefix: the prefix and everything below it. */
+export const prefixPaths = (prefix: string): string[] => [prefix, `${prefix}/*`];
+
+/**
+ * A route that never reaches a backend: fault injection aborts 100 % of requests with 404 at the
+ * load balancer (global external Application Load Balancers support it; the backend is only
+ * named because a route action needs one).
+ */
+export function edgeNotFound(backendService: pulumi.Input<string>) {
+  return {
+    weightedBackendServices: [{ backendService, weight: 100 }],
+    faultInjectionPolicy: { abort: { httpStatus: EDGE_NOT_FOUND_STATUS, percentage: 100 } },
+  };
+}
 
 export interface EdgeArgs extends BaseArgs {
   region: string;
@@ -24,6 +50,10 @@ export interface EdgeArgs extends BaseArgs {
   minTlsVersion?: 'TLS_1_2' | 'TLS_1_3';
   /** Fraction of requests written to the LB request log. Default 1. */
   logSampleRate?: number;
+  /** Cloud Armor policy of the ops backend service (/ops/*). */
+  opsSecurityPolicy: pulumi.Input<string>;
+  /** Identity-Aware Proxy on the ops backend: the principals allowed through. */
+  opsIap?: { members: string[] };
 }
 
 export class Edge extends pulumi.ComponentResource {
@@ -38,7 +68,9 @@ export class Edge extends pulumi.ComponentResource {
   public readonly redirectUrlMap: gcp.compute.URLMap;
   public readonly httpProxy: gcp.compute.TargetHttpProxy;
   public readonly httpForwardingRule: gcp.compute.GlobalForwardingRule;
-  /** Every backend service of the load balancer (each one has the Armor policy). */
+  /** The backend service of /ops/* (its own Armor policy; IAP when configured). */
+  public readonly opsBackendService: gcp.compute.BackendService;
+  /** Every backend service of the load balancer (each one has an Armor policy). */
   public readonly backendServices: gcp.compute.BackendService[];
 
   constructor(name: string, args: EdgeArgs, opts?: pulumi.ComponentResourceOptions) {
@@ -78,11 +110,72 @@ export class Edge extends pulumi.ComponentResource {
       },
       { parent: this },
     );
-    this.backendServices = [this.backendService];
 
+    // /ops/* has a backend service of its own, so it can carry its own Armor policy (an allow
+    // list with a default deny) and, when configured, IAP. Its own NEG for the same service.
+    const opsNeg = new gcp.compute.RegionNetworkEndpointGroup(
+      `${p}-ops-neg`,
+      {
+        project: args.project,
+        name: `${p}-ops-neg`,
+        region: args.region,
+        networkEndpointType: 'SERVERLESS',
+        cloudRun: { service: args.cloudRunServiceName },
+      },
+      { parent: this },
+    );
+    this.opsBackendService = new gcp.compute.BackendService(
+      `${p}-ops-backend`,
+      {
+        project: args.project,
+        name: `${p}-ops-backend`,
+        description: 'Karaxas ops API (/ops/*): restricted at the edge',
+        loadBalancingScheme: 'EXTERNAL_MANAGED',
+        protocol: 'HTTPS',
+        backends: [{ group: opsNeg.id }],
+        securityPolicy: args.opsSecurityPolicy,
+        logConfig: { enable: true, sampleRate: 1 },
+        ...(args.opsIap ? { iap: { enabled: true } } : {}),
+      },
+      { parent: this },
+    );
+    (args.opsIap?.members ?? []).forEach((member, i) => {
+      new gcp.iap.WebBackendServiceIamMember(
+        `${p}-ops-iap-${i}`,
+        {
+          project: args.project,
+          webBackendService: this.opsBackendService.name,
+          role: 'roles/iap.httpsResourceAccessor',
+          member,
+        },
+        { parent: this },
+      );
+    });
+    this.backendServices = [this.backendService, this.opsBackendService];
+
+    // Only the app's public prefixes reach the API; /ops reaches the restricted backend;
+    // any other path, and any other host, is answered 404 by the load balancer itself.
+    const api = this.backendService.id;
     this.urlMap = new gcp.compute.URLMap(
       `${p}-urlmap`,
-      { project: args.project, name: `${p}-urlmap`, defaultService: this.backendService.id },
+      {
+        project: args.project,
+        name: `${p}-urlmap`,
+        description: 'Public prefixes of the app; /ops restricted; everything else 404 at the edge',
+        defaultRouteAction: edgeNotFound(api),
+        hostRules: [{ hosts: args.domains, pathMatcher: 'app' }],
+        pathMatchers: [
+          {
+            name: 'app',
+            defaultRouteAction: edgeNotFound(api),
+            pathRules: [
+              ...PUBLIC_PREFIXES.map((prefix) => ({ paths: prefixPaths(prefix), service: api })),
+              { paths: [...PUBLIC_PATHS], service: api },
+              { paths: prefixPaths(OPS_PREFIX), service: this.opsBackendService.id },
+            ],
+          },
+        ],
+      },
       { parent: this },
     );
 
@@ -168,6 +261,7 @@ export class Edge extends pulumi.ComponentResource {
     this.registerOutputs({
       ipAddress: this.address.address,
       backendService: this.backendService.name,
+      opsBackendService: this.opsBackendService.name,
       urlMap: this.urlMap.name,
     });
   }

@@ -8,6 +8,7 @@ import { COMPONENT_TYPE_PREFIX, type BaseArgs } from './common.js';
 /** APIs the perimeter needs. */
 export const REQUIRED_APIS = [
   'artifactregistry.googleapis.com',
+  'cloudscheduler.googleapis.com',
   'compute.googleapis.com',
   'iam.googleapis.com',
   'iamcredentials.googleapis.com',

@@ -72,6 +72,16 @@ const COMPUTE_REGIONAL: Record<string, string> = {
   'gcp:compute/regionNetworkEndpointGroup:RegionNetworkEndpointGroup': 'networkEndpointGroups',
 };
 
+/** What the mocked `gcp.monitoring.getUptimeCheckIPs` answers (documentation ranges). */
+export const MOCK_UPTIME_CHECK_IPS = [
+  { ipAddress: '192.0.2.10', location: 'Oregon', region: 'USA' },
+  { ipAddress: '192.0.2.11', location: 'Iowa', region: 'USA' },
+  { ipAddress: '198.51.100.20', location: 'Belgium', region: 'EUROPE' },
+  { ipAddress: '198.51.100.21', location: 'Belgium', region: 'EUROPE' },
+  { ipAddress: '203.0.113.30', location: 'Singapore', region: 'ASIA_PACIFIC' },
+  { ipAddress: '2001:db8::40', location: 'Sao Paulo', region: 'SOUTH_AMERICA' },
+];
+
 /** Mocks for one program run. */
 export class GcpMocks implements pulumi.runtime.Mocks {
   public readonly resources: RecordedResource[] = [];
@@ -98,6 +108,9 @@ export class GcpMocks implements pulumi.runtime.Mocks {
   call(args: pulumi.runtime.MockCallArgs): Record<string, unknown> {
     if (args.token === 'gcp:organizations/getProject:getProject') {
       return { projectId: this.project, number: this.projectNumber, name: this.project };
+    }
+    if (args.token === 'gcp:monitoring/getUptimeCheckIPs:getUptimeCheckIPs') {
+      return { uptimeCheckIps: MOCK_UPTIME_CHECK_IPS };
     }
     return args.inputs as Record<string, unknown>;
   }
@@ -191,6 +204,28 @@ export class GcpMocks implements pulumi.runtime.Mocks {
         break;
       case 'gcp:projects/service:Service':
         id = `${project}/${String(inputs.service)}`;
+        break;
+      case 'gcp:cloudrunv2/job:Job':
+        id = `projects/${project}/locations/${String(inputs.location)}/jobs/${name}`;
+        break;
+      case 'gcp:cloudscheduler/job:Job':
+        id = `projects/${project}/locations/${String(inputs.region)}/jobs/${name}`;
+        break;
+      case 'gcp:monitoring/notificationChannel:NotificationChannel':
+        id = `projects/${project}/notificationChannels/${digest(logicalName, 18, '0123456789')}`;
+        state.name = id;
+        break;
+      case 'gcp:monitoring/uptimeCheckConfig:UptimeCheckConfig':
+        state.uptimeCheckId = `${logicalName}-${digest(logicalName, 6, '0123456789abcdef')}`;
+        id = `projects/${project}/uptimeCheckConfigs/${String(state.uptimeCheckId)}`;
+        state.name = id;
+        break;
+      case 'gcp:monitoring/alertPolicy:AlertPolicy':
+        id = `projects/${project}/alertPolicies/${digest(logicalName, 19, '0123456789')}`;
+        state.name = id;
+        break;
+      case 'gcp:logging/metric:Metric':
+        id = name;
         break;
       default:
         if (!globalCollection && !regionalCollection) id = `${logicalName}-id`;

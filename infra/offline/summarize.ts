@@ -88,14 +88,58 @@ export function summarize(r: RecordedResource): string[] {
             ? ` [${str(th.count)}/${str(th.intervalSec)}s per ${str(rl.enforceOnKey)}${rl.banDurationSec ? `, ban ${str(rl.banDurationSec)}s` : ''}]`
             : '';
           const key = /^\[([^\]]+)\]/.exec(str(rule.description))?.[1] ?? '';
-          return `rule ${String(rule.priority).padStart(10)} ${str(rule.action).padEnd(14)} ${rule.preview ? 'PREVIEW ' : ''}${key}${limit}`;
+          const match = obj(rule.match);
+          const ranges = arr(obj(match.config).srcIpRanges).map(String);
+          const sources = key !== 'default' && ranges.length ? ` [${ranges.join(', ')}]` : '';
+          const expr = /^(deny-list|ops-|path-throttle)/.test(key) && !ranges.length ? ` if ${str(obj(match.expr).expression)}` : '';
+          return `rule ${String(rule.priority).padStart(10)} ${str(rule.action).padEnd(14)} ${rule.preview ? 'PREVIEW ' : ''}${key}${limit}${sources}${expr}`;
         }),
       ];
     }
     case 'gcp:compute/backendService:BackendService':
       return [
-        `scheme=${str(i.loadBalancingScheme)} protocol=${str(i.protocol)} armor=${lastSegment(i.securityPolicy)} logging=${str(obj(i.logConfig).enable)}@${str(obj(i.logConfig).sampleRate)}`,
+        `scheme=${str(i.loadBalancingScheme)} protocol=${str(i.protocol)} armor=${lastSegment(i.securityPolicy)} logging=${str(obj(i.logConfig).enable)}@${str(obj(i.logConfig).sampleRate)}${obj(i.iap).enabled ? ' IAP=on' : ''}`,
       ];
+    case 'gcp:cloudrunv2/job:Job': {
+      const t = obj(obj(i.template).template);
+      const c = obj(arr(t.containers)[0]);
+      const envs = arr(c.envs).map(obj);
+      return [
+        `runs as ${str(t.serviceAccount)}; egress=${str(obj(t.vpcAccess).egress)} timeout=${str(t.timeout)} retries=${str(t.maxRetries)}`,
+        `image=${shortImage(str(c.image))}`,
+        `command: ${[...arr(c.commands), ...arr(c.args)].map(String).join(' ')}`,
+        `env: ${envs.map((e) => `${str(e.name)}=${str(e.value).slice(0, 70)}`).join(' ')}`,
+        `deletionProtection=${str(i.deletionProtection)}`,
+      ];
+    }
+    case 'gcp:cloudscheduler/job:Job': {
+      const h = obj(i.httpTarget);
+      return [`schedule "${str(i.schedule)}" ${str(i.timeZone)}: ${str(h.httpMethod)} ${str(h.uri)}`, `as ${str(obj(h.oauthToken).serviceAccountEmail)}`];
+    }
+    case 'gcp:cloudrunv2/jobIamMember:JobIamMember':
+    case 'gcp:iap/webBackendServiceIamMember:WebBackendServiceIamMember':
+      return [`${str(i.role)} on ${lastSegment(i.name ?? i.webBackendService)} → ${str(i.member)}`];
+    case 'gcp:logging/metric:Metric':
+      return [`counter from logs: ${str(i.filter)}`];
+    case 'gcp:monitoring/notificationChannel:NotificationChannel':
+      return [`${str(i.type)} → ${str(obj(i.labels).email_address)}`];
+    case 'gcp:monitoring/uptimeCheckConfig:UptimeCheckConfig': {
+      const h = obj(i.httpCheck);
+      const headers = Object.keys(obj(h.headers));
+      return [
+        `${str(h.requestMethod)} https://${str(obj(obj(i.monitoredResource).labels).host)}${str(h.path)} every ${str(i.period)}${headers.length ? ` with ${headers.join(', ')} (secret, masked=${str(h.maskHeaders)})` : ''}`,
+      ];
+    }
+    case 'gcp:monitoring/alertPolicy:AlertPolicy': {
+      const conditions = arr(i.conditions).map(obj);
+      return [
+        `alert=${str(obj(i.userLabels).alert)} severity=${str(i.severity)} enabled=${str(i.enabled)} channels=${arr(i.notificationChannels).length}`,
+        ...conditions.map((c) => {
+          const th = obj(c.conditionThreshold);
+          return `${str(c.displayName)} (> ${str(th.thresholdValue)} per ${str(obj(arr(th.aggregations)[0]).alignmentPeriod)})`;
+        }),
+      ];
+    }
     case 'gcp:compute/sSLPolicy:SSLPolicy':
       return [`profile=${str(i.profile)} minTlsVersion=${str(i.minTlsVersion)}`];
     case 'gcp:compute/targetHttpsProxy:TargetHttpsProxy':
@@ -104,9 +148,17 @@ export function summarize(r: RecordedResource): string[] {
       return [`urlMap=${lastSegment(i.urlMap)}`];
     case 'gcp:compute/uRLMap:URLMap': {
       const redirect = obj(i.defaultUrlRedirect);
-      return i.defaultUrlRedirect
-        ? [`redirect only: httpsRedirect=${str(redirect.httpsRedirect)} code=${str(redirect.redirectResponseCode)}`]
-        : [`defaultService=${lastSegment(i.defaultService)}`];
+      if (i.defaultUrlRedirect) return [`redirect only: httpsRedirect=${str(redirect.httpsRedirect)} code=${str(redirect.redirectResponseCode)}`];
+      const edgeStatus = (action: unknown) => obj(obj(obj(action).faultInjectionPolicy).abort).httpStatus;
+      const hosts = arr(i.hostRules).flatMap((h) => arr(obj(h).hosts)).map(String);
+      return [
+        i.defaultService ? `defaultService=${lastSegment(i.defaultService)}` : `other hosts: ${str(edgeStatus(i.defaultRouteAction))} at the edge`,
+        `hosts: ${hosts.join(', ') || '-'}`,
+        ...arr(i.pathMatchers).flatMap((pm) => [
+          ...arr(obj(pm).pathRules).map((r) => `route ${arr(obj(r).paths).join(' ')} → ${lastSegment(obj(r).service)}`),
+          `anything else: ${obj(pm).defaultService ? lastSegment(obj(pm).defaultService) : `${str(edgeStatus(obj(pm).defaultRouteAction))} at the edge`}`,
+        ]),
+      ];
     }
     case 'gcp:compute/globalForwardingRule:GlobalForwardingRule':
       return [`:${str(i.portRange)} ${str(i.loadBalancingScheme)} ip=${lastSegment(i.ipAddress)} → ${lastSegment(i.target)}`];

@@ -65,6 +65,22 @@ function containerEnvs(svc: { template?: { containers?: Array<{ envs?: Env[] }> 
   return (svc.template?.containers ?? []).flatMap((c) => c.envs ?? []);
 }
 
+/** Reports plain secrets, forbidden switches and unpinned references in a container env. */
+function checkSecretEnv(envs: Env[], report: (message: string) => void): void {
+  for (const e of envs) {
+    const name = e.name ?? '';
+    if (PLAIN_SECRET_ENV.includes(name)) report(`env ${name} carries a secret in plain text; use ${name}_SECRET_REF`);
+    if (FORBIDDEN_ENV.includes(name)) report(`env ${name} must not be set`);
+    if (name.endsWith('_SECRET_REF') && !PINNED_REF.test(e.value ?? '')) {
+      report(`env ${name}=${e.value ?? '(unset)'} must be projects/P/secrets/S/versions/N (a number, never latest)`);
+    }
+    const keyRef = e.valueSource?.secretKeyRef;
+    if (keyRef && !/^\d+$/.test(keyRef.version ?? '')) {
+      report(`env ${name} reads secret ${keyRef.secret ?? '?'} at version ${keyRef.version ?? 'latest'}; pin a number`);
+    }
+  }
+}
+
 // ---------------------------------------------------------------- Cloud Run
 
 export const cloudRunBehindLoadBalancer: ResourceValidationPolicy = {
@@ -87,18 +103,7 @@ export const cloudRunSecretsByPinnedReference: ResourceValidationPolicy = {
   validateResource: validateResourceOfType(gcp.cloudrunv2.Service, (svc, _args, report) => {
     const envs = containerEnvs(svc);
     const names = new Set(envs.map((e) => e.name ?? ''));
-    for (const e of envs) {
-      const name = e.name ?? '';
-      if (PLAIN_SECRET_ENV.includes(name)) report(`env ${name} carries a secret in plain text; use ${name}_SECRET_REF`);
-      if (FORBIDDEN_ENV.includes(name)) report(`env ${name} must not be set`);
-      if (name.endsWith('_SECRET_REF') && !PINNED_REF.test(e.value ?? '')) {
-        report(`env ${name}=${e.value ?? '(unset)'} must be projects/P/secrets/S/versions/N (a number, never latest)`);
-      }
-      const keyRef = e.valueSource?.secretKeyRef;
-      if (keyRef && !/^\d+$/.test(keyRef.version ?? '')) {
-        report(`env ${name} reads secret ${keyRef.secret ?? '?'} at version ${keyRef.version ?? 'latest'}; pin a number`);
-      }
-    }
+    checkSecretEnv(envs, report);
     for (const ref of REQUIRED_SECRET_REFS) if (!names.has(ref)) report(`env ${ref} is missing`);
   }),
 };
@@ -132,6 +137,24 @@ export const cloudRunImageByDigest: ResourceValidationPolicy = {
     for (const c of svc.template?.containers ?? []) {
       if (!/@sha256:[a-f0-9]{64}$/.test(c.image ?? '')) report(`image ${c.image ?? '(unset)'} is not pinned by digest`);
     }
+  }),
+};
+
+export const cloudRunJobHardened: ResourceValidationPolicy = {
+  name: 'cloud-run-job-hardened',
+  description:
+    'Cloud Run jobs (the audit archive) run an image by digest, get secrets only as pinned *_SECRET_REF, use DB_SSLMODE require or stricter, and have a dedicated service account.',
+  enforcementLevel: 'mandatory',
+  validateResource: validateResourceOfType(gcp.cloudrunv2.Job, (job, _args, report) => {
+    const task = job.template?.template;
+    const envs = (task?.containers ?? []).flatMap((c) => c.envs ?? []);
+    checkSecretEnv(envs, report);
+    for (const c of task?.containers ?? []) {
+      if (!/@sha256:[a-f0-9]{64}$/.test(c.image ?? '')) report(`image ${c.image ?? '(unset)'} is not pinned by digest`);
+    }
+    const sslmode = envs.find((e) => e.name === 'DB_SSLMODE')?.value;
+    if (sslmode !== undefined && !['require', 'verify-ca', 'verify-full'].includes(sslmode)) report(`DB_SSLMODE=${sslmode}; must be require or stricter`);
+    if (!task?.serviceAccount) report('the job must run as a dedicated service account, not the default compute account');
   }),
 };
 
@@ -380,13 +403,18 @@ export const iamNoPublicOrWildcard: ResourceValidationPolicy = {
 
 export const secretAccessorRuntimeOnly: StackValidationPolicy = {
   name: 'secret-accessor-runtime-only',
-  description: 'secretAccessor is granted per secret, only to the service account Cloud Run runs as.',
+  description: 'secretAccessor is granted per secret, only to service accounts Cloud Run services or jobs run as.',
   enforcementLevel: 'mandatory',
   validateStack: (args, report) => {
     const runtimeAccounts = new Set(
       args.resources
-        .filter((r) => r.type === 'gcp:cloudrunv2/service:Service')
-        .map((r) => (r.props.template as { serviceAccount?: string } | undefined)?.serviceAccount)
+        .map((r) =>
+          r.type === 'gcp:cloudrunv2/service:Service'
+            ? (r.props.template as { serviceAccount?: string } | undefined)?.serviceAccount
+            : r.type === 'gcp:cloudrunv2/job:Job'
+              ? (r.props.template as { template?: { serviceAccount?: string } } | undefined)?.template?.serviceAccount
+              : undefined,
+        )
         .filter((e): e is string => typeof e === 'string')
         .map((e) => `serviceAccount:${e}`),
     );
@@ -397,7 +425,7 @@ export const secretAccessorRuntimeOnly: StackValidationPolicy = {
         continue;
       }
       if (!runtimeAccounts.has(String(r.props.member))) {
-        report(`${r.name}: secretAccessor granted to ${String(r.props.member)}, which is not the Cloud Run runtime account`, r.urn);
+        report(`${r.name}: secretAccessor granted to ${String(r.props.member)}, which no Cloud Run service or job runs as`, r.urn);
       }
     }
   },
@@ -429,12 +457,116 @@ export const auditArchiveRetention: ResourceValidationPolicy = {
   }),
 };
 
+// ---------------------------------------------------------------- operations (issue 12)
+
+/** Alert policies (by their `alert` user label) a production stack must have. */
+export const REQUIRED_ALERT_POLICIES = [
+  'auth-failures',
+  'lockouts',
+  'rate-limit-pressure',
+  'refresh-token-reuse',
+  'drain-failures',
+  'archive-failures',
+  'armor-denies',
+  'uptime-readyz',
+  'uptime-admin-audit',
+];
+/** The ops API's prefix. */
+export const OPS_PATH_PREFIX = '/ops';
+
+const opsConfigSchema = {
+  properties: {
+    ...productionConfigSchema.properties,
+    requiredAlerts: { type: 'array' as const, items: { type: 'string' as const }, default: REQUIRED_ALERT_POLICIES },
+  },
+};
+
+type RouteAction = { faultInjectionPolicy?: { abort?: { httpStatus?: number; percentage?: number } } };
+type PathMatcher = { name?: string; defaultService?: string; defaultRouteAction?: RouteAction; pathRules?: Array<{ paths?: string[]; service?: string }> };
+
+/** A route action answered by the load balancer itself (fault injection aborts every request). */
+const answersAtEdge = (a: RouteAction | undefined): boolean =>
+  (a?.faultInjectionPolicy?.abort?.percentage ?? 0) >= 100 && (a?.faultInjectionPolicy?.abort?.httpStatus ?? 0) >= 400;
+
+const routesOps = (paths: string[] | undefined): boolean =>
+  (paths ?? []).some((p) => p === OPS_PATH_PREFIX || p.startsWith(`${OPS_PATH_PREFIX}/`));
+
+export const opsRestrictedAndAlertsInProduction: StackValidationPolicy = {
+  name: 'ops-restricted-and-alerts-in-production',
+  description:
+    'Production stacks route /ops to a backend of its own that is restricted at the edge (IAP, or a Cloud Armor policy whose default rule denies), answer unrouted paths at the edge, and have every guardrail alert policy enabled with a notification channel.',
+  enforcementLevel: 'mandatory',
+  configSchema: opsConfigSchema,
+  validateStack: (args, report) => {
+    const first = args.resources[0];
+    if (!first) return;
+    const config = args.getConfig<{ productionStacks?: string[]; requiredAlerts?: string[] }>();
+    if (!(config.productionStacks ?? DEFAULT_PRODUCTION_STACKS).includes(stackOfUrn(first.urn))) return;
+
+    // /ops restricted at the edge.
+    const backends = args.resources.filter((r) => r.type === 'gcp:compute/backendService:BackendService');
+    const policies = args.resources.filter((r) => r.type === 'gcp:compute/securityPolicy:SecurityPolicy');
+    const restricted = (be: StackResource): boolean => {
+      if ((be.props.iap as { enabled?: boolean } | undefined)?.enabled === true) return true;
+      const policy = policies.find((p) => refersTo(be.props.securityPolicy, p));
+      const fallback = ((policy?.props.rules ?? []) as ArmorRule[]).find((r) => r.priority === 2147483647);
+      return (fallback?.action ?? '').startsWith('deny') && fallback?.preview !== true;
+    };
+    const maps = args.resources.filter((r) => r.type === 'gcp:compute/uRLMap:URLMap' && !r.props.defaultUrlRedirect);
+    if (maps.length === 0) report('no load balancer URL map serves the app: /ops cannot be restricted at the edge');
+    let iap = false;
+    for (const map of maps) {
+      const matchers = (map.props.pathMatchers ?? []) as PathMatcher[];
+      if (map.props.defaultService || !answersAtEdge(map.props.defaultRouteAction as RouteAction | undefined)) {
+        report(`URL map ${map.name}: requests for other hosts reach a backend; answer them at the edge (fault-injected 404)`, map.urn);
+      }
+      for (const m of matchers) {
+        if (m.defaultService || !answersAtEdge(m.defaultRouteAction)) {
+          report(`URL map ${map.name}, path matcher ${m.name ?? '?'}: unlisted paths (including /ops) reach a backend; answer them at the edge`, map.urn);
+        }
+      }
+      const opsRules = matchers.flatMap((m) => m.pathRules ?? []).filter((r) => routesOps(r.paths));
+      if (opsRules.length === 0) report(`URL map ${map.name} has no /ops route of its own`, map.urn);
+      for (const rule of opsRules) {
+        if (typeof rule.service !== 'string') continue; // unknown during a first preview
+        const be = backends.find((b) => refersTo(rule.service, b));
+        if (!be) {
+          report(`URL map ${map.name}: /ops routes to ${rule.service}, which is not a backend service of this stack`, map.urn);
+          continue;
+        }
+        if (!restricted(be)) {
+          report(`/ops reaches backend service ${be.name} without an edge restriction (neither IAP nor a default-deny Armor policy)`, be.urn);
+        }
+        if ((be.props.iap as { enabled?: boolean } | undefined)?.enabled === true) iap = true;
+        const sharesPublic = matchers.some((m) => (m.pathRules ?? []).some((r) => !routesOps(r.paths) && refersTo(r.service, be)));
+        if (sharesPublic) report(`backend service ${be.name} serves /ops and public paths; give /ops a backend of its own`, be.urn);
+      }
+    }
+
+    // The guardrail alerts, enabled and routed to someone.
+    const alerts = args.resources.filter((r) => r.type === 'gcp:monitoring/alertPolicy:AlertPolicy');
+    const required = (config.requiredAlerts ?? REQUIRED_ALERT_POLICIES).filter((k) => !(iap && k === 'uptime-admin-audit'));
+    for (const key of required) {
+      const alert = alerts.find((a) => (a.props.userLabels as Record<string, string> | undefined)?.alert === key);
+      if (!alert) {
+        report(`no alert policy "${key}" (user label alert=${key}) in a production stack`);
+        continue;
+      }
+      if (alert.props.enabled === false) report(`alert policy "${key}" is disabled`, alert.urn);
+      if (((alert.props.notificationChannels as unknown[] | undefined) ?? []).length === 0) {
+        report(`alert policy "${key}" notifies nobody (no notification channel)`, alert.urn);
+      }
+    }
+  },
+};
+
 /** Every policy of the pack, in a stable order. */
 export const policies: Policy[] = [
   cloudRunBehindLoadBalancer,
   cloudRunSecretsByPinnedReference,
   cloudRunContainerContract,
   cloudRunImageByDigest,
+  cloudRunJobHardened,
   cloudSqlPrivateEncrypted,
   cloudSqlRecoverableAndAudited,
   cloudSqlDeletionProtectionInProduction,
@@ -450,4 +582,5 @@ export const policies: Policy[] = [
   secretAccessorRuntimeOnly,
   bucketNotPublic,
   auditArchiveRetention,
+  opsRestrictedAndAlertsInProduction,
 ];

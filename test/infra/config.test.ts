@@ -3,7 +3,9 @@
  * program with one line naming the key.
  */
 import test from 'ava';
-import { parseStackSettings, StackConfigError } from '../../infra/config.js';
+import { z } from 'zod';
+import { tunableSchemas, type TunableName } from '../../app/config/tunables.js';
+import { TUNABLE_KEYS, parseStackSettings, StackConfigError, tunableKey } from '../../infra/config.js';
 import { readStackConfig } from '../../infra/offline/run.js';
 import { TEST_IMAGE, runPlan } from './helpers.js';
 
@@ -100,10 +102,102 @@ test('Armor rate-limit intervals must be values Cloud Armor accepts', (t) => {
   t.regex(p ?? '', /^karaxas-backend:armor\.authRateLimit\.intervalSec: must be one of 10, 30, 60/);
 });
 
-test('CORS origins must be exact origins, never wildcards', (t) => {
-  t.regex(problems('prod', { corsAllowedOrigins: ['*'] })[0] ?? '', /^karaxas-backend:corsAllowedOrigins\.0: must be an exact origin/);
-  t.regex(problems('prod', { corsAllowedOrigins: ['https://play.example.com/'] })[0] ?? '', /corsAllowedOrigins\.0/);
+test('CORS origins are checked by the app schema (exact origins, never wildcards), and https only', (t) => {
+  t.deepEqual(problems('prod', { corsAllowedOrigins: ['*'] }), [
+    'karaxas-backend:corsAllowedOrigins.0: each origin must be scheme://host[:port] with no path and no wildcard (CORS_ALLOWED_ORIGINS)',
+  ]);
+  t.regex(problems('prod', { corsAllowedOrigins: ['https://play.example.com/'] })[0] ?? '', /^karaxas-backend:corsAllowedOrigins\.0: /);
+  t.deepEqual(problems('prod', { corsAllowedOrigins: ['http://play.example.com'] }), [
+    'karaxas-backend:corsAllowedOrigins.0: must be an https origin (http only for localhost)',
+  ]);
   t.deepEqual(problems('prod', { corsAllowedOrigins: ['https://play.example.com', 'https://admin.example.com'] }), []);
+  // `pulumi config set karaxas-backend:corsAllowedOrigins "https://a.example,https://b.example"` works too.
+  const settings = parseStackSettings(raw('prod', { corsAllowedOrigins: 'https://a.example.com, https://b.example.com' }));
+  t.is(settings.tunables.CORS_ALLOWED_ORIGINS, 'https://a.example.com,https://b.example.com');
+});
+
+/** The inclusive integer bounds the app applies to a tunable, read from app/config/tunables.ts. */
+function appBounds(name: TunableName): { min: number; max: number } {
+  const number = ((tunableSchemas[name] as unknown as z.ZodDefault<z.ZodPipeline<z.ZodTypeAny, z.ZodNumber>>)._def.innerType._def.out);
+  if (!(number instanceof z.ZodNumber) || number.minValue === null || number.maxValue === null) throw new Error(`${name} is not a bounded integer`);
+  return { min: number.minValue, max: number.maxValue };
+}
+
+test('every operator tunable of the app is a stack key (camelCase of its env name)', (t) => {
+  t.is(tunableKey('AUTH_LOCKOUT_THRESHOLD'), 'authLockoutThreshold');
+  t.is(tunableKey('WS_TICKET_TTL_SECONDS'), 'wsTicketTtlSeconds');
+  t.is(tunableKey('MAX_REQUEST_BODY_BYTES'), 'maxRequestBodyBytes');
+  t.deepEqual([...TUNABLE_KEYS.values()].sort(), Object.keys(tunableSchemas).sort());
+  for (const prefix of ['AUTH_', 'CHAT_', 'REFRESH_', 'WS_TICKET_']) {
+    t.true([...TUNABLE_KEYS.values()].some((n) => n.startsWith(prefix)), prefix);
+  }
+  for (const name of ['MAX_REQUEST_BODY_BYTES', 'CORS_ALLOWED_ORIGINS'] as const) t.true([...TUNABLE_KEYS.values()].includes(name));
+});
+
+test('tunables set in the stack become env values; unset ones keep the app default (not emitted)', (t) => {
+  const settings = parseStackSettings(raw('prod', { authLockoutThreshold: '3', chatRateLimitMax: 2, refreshReuseGraceSeconds: '0' }));
+  t.deepEqual(settings.tunables, {
+    AUTH_LOCKOUT_THRESHOLD: '3',
+    CHAT_RATE_LIMIT_MAX: '2',
+    REFRESH_REUSE_GRACE_SECONDS: '0',
+    CORS_ALLOWED_ORIGINS: 'https://play.karaxas.example',
+  });
+});
+
+test('an out-of-bounds tunable is refused with the stack key named, at the bound the app enforces', (t) => {
+  const { min, max } = appBounds('AUTH_LOCKOUT_THRESHOLD');
+  t.deepEqual(problems('prod', { authLockoutThreshold: String(max) }), []);
+  t.deepEqual(problems('prod', { authLockoutThreshold: String(max + 1) }), [
+    `karaxas-backend:authLockoutThreshold: must be at most ${max} (AUTH_LOCKOUT_THRESHOLD)`,
+  ]);
+  t.deepEqual(problems('prod', { authLockoutThreshold: String(min - 1) }), [
+    `karaxas-backend:authLockoutThreshold: must be at least ${min} (AUTH_LOCKOUT_THRESHOLD)`,
+  ]);
+  const ws = appBounds('WS_TICKET_TTL_SECONDS');
+  t.deepEqual(problems('staging', { wsTicketTtlSeconds: String(ws.max + 1) }), [
+    `karaxas-backend:wsTicketTtlSeconds: must be at most ${ws.max} (WS_TICKET_TTL_SECONDS)`,
+  ]);
+  t.deepEqual(problems('prod', { chatRateLimitMax: '2.5' }), ['karaxas-backend:chatRateLimitMax: must be a whole number (CHAT_RATE_LIMIT_MAX)']);
+});
+
+test("the app's cross-field rules apply, naming the stack keys", (t) => {
+  t.deepEqual(problems('prod', { authLockoutBaseSeconds: '600', authLockoutMaxSeconds: '300' }), [
+    'karaxas-backend:authLockoutMaxSeconds: must be at least karaxas-backend:authLockoutBaseSeconds (AUTH_LOCKOUT_MAX_SECONDS)',
+  ]);
+});
+
+test('perimeter settings: deny-list ranges and path throttles are validated', (t) => {
+  const armor = (extra: Record<string, unknown>) => ({ armor: { ...prodArmor, ...extra } });
+  t.deepEqual(problems('prod', armor({ denySourceRanges: ['198.51.100.0/24', '2001:db8::/32', '203.0.113.7/32'] })), []);
+  t.deepEqual(problems('prod', armor({ denySourceRanges: ['198.51.100.0'] })), [
+    'karaxas-backend:armor.denySourceRanges.0: must be an IPv4 or IPv6 range in CIDR notation, e.g. 198.51.100.0/24',
+  ]);
+  t.deepEqual(problems('prod', armor({ denySourceRanges: ['300.1.1.0/24'] })).length, 1);
+  const throttle = { path: '/auth/login', count: 10, intervalSec: 60 };
+  t.deepEqual(problems('prod', armor({ pathThrottles: [throttle] })), []);
+  t.regex(problems('prod', armor({ pathThrottles: [{ ...throttle, path: "/auth/login')||true||('" }] }))[0] ?? '', /^karaxas-backend:armor\.pathThrottles\.0\.path: must be a path/);
+  t.regex(problems('prod', armor({ pathThrottles: [{ ...throttle, intervalSec: 45 }] }))[0] ?? '', /pathThrottles\.0\.intervalSec: must be one of/);
+  t.deepEqual(problems('prod', armor({ pathThrottles: [throttle, throttle] })), [
+    'karaxas-backend:armor.pathThrottles.1: duplicate throttle for prefix * /auth/login',
+  ]);
+});
+
+test('prod must restrict /ops at the edge and route alerts to someone; IAP rules out the admin-audit uptime check', (t) => {
+  t.deepEqual(problems('prod', { opsAccess: { allowedSourceRanges: [] } }), [
+    'karaxas-backend:opsAccess.allowedSourceRanges: prod must restrict /ops at the edge: list the allowed source ranges or enable opsAccess.iap',
+  ]);
+  t.deepEqual(problems('staging', { opsAccess: { allowedSourceRanges: [] } }), [], 'staging may leave /ops open at the edge (CI calls it)');
+  t.deepEqual(problems('prod', { monitoring: { emails: [] } }), [
+    'karaxas-backend:monitoring.notificationChannels: prod alerts must reach someone: set notificationChannels and/or emails',
+  ]);
+  const iap = { allowedSourceRanges: [], iap: { enabled: true, members: ['group:oncall@karaxas.example'] } };
+  t.deepEqual(problems('prod', { opsAccess: iap }), [
+    'karaxas-backend:monitoring.adminAuditUptimeCheck: uptime checks cannot sign in through IAP: set false when opsAccess.iap is enabled',
+  ]);
+  t.deepEqual(problems('prod', { opsAccess: iap, monitoring: { emails: ['oncall@karaxas.example'], adminAuditUptimeCheck: false } }), []);
+  t.deepEqual(problems('prod', { opsAccess: { iap: { enabled: true } }, monitoring: { emails: ['a@b.example'], adminAuditUptimeCheck: false } }), [
+    'karaxas-backend:opsAccess.iap.members: IAP without members lets nobody through; list the principals',
+  ]);
 });
 
 test('missing required settings name their key, including gcp:project', (t) => {
@@ -116,6 +210,14 @@ test('the program itself stops with the key named (plan exits 1, no stack trace)
   const run = await runPlan('prod', { config: { database: { ...prodDb, version: 'POSTGRES_16' } } });
   t.is(run.code, 1);
   t.regex(run.stderr, /karaxas-backend:database\.version: must be POSTGRES_17 or newer/);
+  t.notRegex(run.stderr, /\n\s+at /, 'no stack trace');
+});
+
+test('an out-of-bounds tunable stops the program itself with the key named', async (t) => {
+  const { max } = appBounds('CHAT_RATE_LIMIT_MAX');
+  const run = await runPlan('staging', { config: { chatRateLimitMax: String(max + 1) } });
+  t.is(run.code, 1);
+  t.regex(run.stderr, new RegExp(`karaxas-backend:chatRateLimitMax: must be at most ${max} \\(CHAT_RATE_LIMIT_MAX\\)`));
   t.notRegex(run.stderr, /\n\s+at /, 'no stack trace');
 });
 

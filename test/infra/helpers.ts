@@ -43,6 +43,14 @@ export const T = {
   subnet: 'gcp:compute/subnetwork:Subnetwork',
   randomPassword: 'random:index/randomPassword:RandomPassword',
   randomBytes: 'random:index/randomBytes:RandomBytes',
+  job: 'gcp:cloudrunv2/job:Job',
+  jobIam: 'gcp:cloudrunv2/jobIamMember:JobIamMember',
+  scheduler: 'gcp:cloudscheduler/job:Job',
+  uptimeCheck: 'gcp:monitoring/uptimeCheckConfig:UptimeCheckConfig',
+  alertPolicy: 'gcp:monitoring/alertPolicy:AlertPolicy',
+  notificationChannel: 'gcp:monitoring/notificationChannel:NotificationChannel',
+  logMetric: 'gcp:logging/metric:Metric',
+  iapMember: 'gcp:iap/webBackendServiceIamMember:WebBackendServiceIamMember',
 } as const;
 
 /** Minimal resource shape shared by in-process and JSON results. */
@@ -80,6 +88,29 @@ export function get(value: unknown, dotted: string): unknown {
 }
 
 export type Env = { name: string; value?: string };
+
+/** The Cloud Armor rules of a policy, by its resource name (`karaxas-<stack>-armor` / `-ops-armor`). */
+export function armorRules(resources: Res[], name: string): ArmorRuleShape[] {
+  return named(resources, name).inputs.rules as ArmorRuleShape[];
+}
+
+/** A Cloud Armor rule as recorded (the provider's input shape). */
+export interface ArmorRuleShape {
+  action: string;
+  priority: number;
+  preview?: boolean;
+  description?: string;
+  match?: { expr?: { expression?: string }; versionedExpr?: string; config?: { srcIpRanges?: string[] } };
+  rateLimitOptions?: {
+    enforceOnKey?: string;
+    exceedAction?: string;
+    banDurationSec?: number;
+    rateLimitThreshold?: { count?: number; intervalSec?: number };
+  };
+}
+
+/** The catalog key of a rule (`[key] description`). */
+export const ruleKey = (r: ArmorRuleShape): string => /^\[([^\]]+)\]/.exec(r.description ?? '')?.[1] ?? '';
 
 /** The container env of the (single) Cloud Run service, as a map. */
 export function cloudRunEnv(resources: Res[]): Record<string, string> {

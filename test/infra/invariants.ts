@@ -11,7 +11,10 @@ import YAML from 'yaml';
 import { runOffline, type OfflineRunResult } from '../../infra/offline/run.js';
 import { evaluatePolicies } from '../../infra/policy/evaluate.js';
 import { policies } from '../../infra/policy/policies.js';
-import { ROOT, T, TEST_IMAGE, cloudRunEnv, get, named, ofType, only, type Res } from './helpers.js';
+import { ALERT_EVENT_TYPES } from '../../infra/components/monitoring.js';
+import { EDGE_NOT_FOUND_STATUS } from '../../infra/components/edge.js';
+import { MOCK_UPTIME_CHECK_IPS } from '../../infra/offline/mocks.js';
+import { ROOT, T, TEST_IMAGE, armorRules, cloudRunEnv, get, named, ofType, only, ruleKey, type ArmorRuleShape, type Res } from './helpers.js';
 
 type StackFile = Record<string, unknown>;
 
@@ -26,22 +29,30 @@ const cfg = (file: StackFile, key: string): unknown => {
   return rest.length ? get(value, rest.join('.')) : value;
 };
 
+/** The alert policies every stack has (`alert` user label). */
+const REQUIRED_ALERTS = [
+  'auth-failures',
+  'lockouts',
+  'rate-limit-pressure',
+  'refresh-token-reuse',
+  'drain-failures',
+  'archive-failures',
+  'armor-denies',
+  'uptime-readyz',
+  'uptime-admin-audit',
+];
+
 const PINNED = /^projects\/[^/]+\/secrets\/[^/]+\/versions\/\d+$/;
 const WAF_SETS = ['sqli', 'xss', 'lfi', 'rfi', 'rce', 'scannerdetection', 'protocolattack', 'sessionfixation', 'methodenforcement', 'nodejs'];
 
-interface ArmorRuleShape {
-  action: string;
-  priority: number;
-  preview?: boolean;
-  description?: string;
-  match?: { expr?: { expression?: string }; versionedExpr?: string; config?: { srcIpRanges?: string[] } };
-  rateLimitOptions?: {
-    enforceOnKey?: string;
-    exceedAction?: string;
-    banDurationSec?: number;
-    rateLimitThreshold?: { count?: number; intervalSec?: number };
-  };
-}
+/** The public routes of the URL map (contract §2–§7); everything else is answered at the edge. */
+export const PUBLIC_ROUTES = [
+  ['/auth', '/auth/*'],
+  ['/ws', '/ws/*'],
+  ['/chat', '/chat/*'],
+  ['/release', '/release/*'],
+  ['/healthz', '/readyz', '/openapi.json'],
+];
 
 export function stackInvariants(test: TestFn, stack: 'staging' | 'prod'): void {
   const file = readStackFile(stack);
@@ -56,7 +67,7 @@ export function stackInvariants(test: TestFn, stack: 'staging' | 'prod'): void {
 
   test(`${stack}: the whole program registers the expected components and resources`, (t) => {
     const components = rs.filter((r) => r.type.startsWith('karaxas:infra:')).map((r) => r.type.split(':')[2]);
-    for (const c of ['Network', 'Database', 'Secrets', 'Service', 'Edge', 'Armor', 'CiIdentity', 'AuditArchive']) {
+    for (const c of ['Network', 'Database', 'Secrets', 'Service', 'Edge', 'Armor', 'CiIdentity', 'AuditArchive', 'ArchiveJob', 'Monitoring']) {
       t.true(components.includes(c), `component ${c}`);
     }
     t.is(ofType(rs, T.cloudRun).length, 1);
@@ -125,6 +136,7 @@ export function stackInvariants(test: TestFn, stack: 'staging' | 'prod'): void {
     t.is(env.DB_NAME, 'karaxas');
     t.is(env.DB_USER, 'karaxas_app');
     t.is(env.CORS_ALLOWED_ORIGINS, (cfg(file, 'corsAllowedOrigins') as string[]).join(','));
+    t.deepEqual(run.outputs.tunables, { CORS_ALLOWED_ORIGINS: env.CORS_ALLOWED_ORIGINS }, 'no other tunable is set in the stack file');
     for (const name of ['JWT_SECRET', 'JWT_SECRET_PREVIOUS', 'OPS_API_TOKEN', 'DB_PASSWORD', 'TOTP_ENCRYPTION_KEY', 'DATABASE_URL', 'ALLOW_PLAIN_ENV_SECRETS', 'PORT']) {
       t.false(name in env, `${name} must not be set`);
     }
@@ -150,9 +162,10 @@ export function stackInvariants(test: TestFn, stack: 'staging' | 'prod'): void {
     ];
     t.is(secretValues.length, 4);
     /** The only inputs allowed to hold secret values, and they must be marked secret. */
-    const allowed: Record<string, string> = { [T.secretVersion]: 'secretData', [T.sqlUser]: 'password' };
+    const allowed: Record<string, string> = { [T.secretVersion]: 'secretData', [T.sqlUser]: 'password', [T.uptimeCheck]: 'httpCheck' };
     for (const r of rs) {
-      const field = allowed[r.type];
+      // The admin-audit uptime check carries the ops token in its Authorization header.
+      const field = r.type === T.uptimeCheck && !get(r.inputs, 'httpCheck.headers') ? undefined : allowed[r.type];
       if (field) t.true(r.secretPaths.includes(field), `${r.name}.${field} is marked secret`);
       const visible = { ...r.inputs };
       if (field) delete visible[field];
@@ -162,23 +175,27 @@ export function stackInvariants(test: TestFn, stack: 'staging' | 'prod'): void {
     t.deepEqual(only(rs, T.cloudRun).secretPaths, [], 'the Cloud Run service has no secret-valued input at all');
   });
 
-  test(`${stack}: secretAccessor is granted per secret, to the runtime account only`, (t) => {
+  test(`${stack}: secretAccessor is granted per secret, to the runtime account (and the DB password to the archive job)`, (t) => {
     const runtime = only(rs, T.cloudRun).inputs;
     const runtimeMember = `serviceAccount:${String(get(runtime, 'template.serviceAccount'))}`;
+    const jobMember = `serviceAccount:${String(get(only(rs, T.job).inputs, 'template.template.serviceAccount'))}`;
     const grants = rs.filter((r) => r.inputs.role === 'roles/secretmanager.secretAccessor');
-    t.is(grants.length, ofType(rs, T.secret).length);
-    for (const g of grants) {
-      t.is(g.type, T.secretIam);
-      t.is(g.inputs.member, runtimeMember);
-    }
-    const grantedSecrets = new Set(grants.map((g) => g.inputs.secretId));
+    for (const g of grants) t.is(g.type, T.secretIam);
+    const runtimeGrants = grants.filter((g) => g.inputs.member === runtimeMember);
+    t.is(runtimeGrants.length, ofType(rs, T.secret).length);
+    const grantedSecrets = new Set(runtimeGrants.map((g) => g.inputs.secretId));
     for (const s of ofType(rs, T.secret)) t.true(grantedSecrets.has(s.inputs.secretId), String(s.inputs.secretId));
+    t.deepEqual(
+      grants.filter((g) => g.inputs.member !== runtimeMember).map((g) => [g.inputs.member, g.inputs.secretId]),
+      [[jobMember, `karaxas-${stack}-db-password`]],
+      'the archive job reads the DB password and nothing else',
+    );
     // The runtime account has no project-level roles.
     t.deepEqual(ofType(rs, T.projectIam).filter((r) => r.inputs.member === runtimeMember), []);
   });
 
   test(`${stack}: Cloud Armor has the OWASP CRS rules, per-IP limits, JSON parsing and Adaptive Protection`, (t) => {
-    const armor = only(rs, T.armor).inputs;
+    const armor = named(rs, `karaxas-${stack}-armor`).inputs;
     t.is(armor.name, cfg(file, 'armor.policyName'));
     t.is(get(armor, 'advancedOptionsConfig.jsonParsing'), 'STANDARD');
     t.is(get(armor, 'advancedOptionsConfig.logLevel'), cfg(file, 'armor.verboseLogging') ? 'VERBOSE' : 'NORMAL');
@@ -214,26 +231,28 @@ export function stackInvariants(test: TestFn, stack: 'staging' | 'prod'): void {
   });
 
   test(`${stack}: the preview switch puts only new rules in preview ${isProd ? '(on)' : '(off)'}`, (t) => {
-    const rules = only(rs, T.armor).inputs.rules as ArmorRuleShape[];
-    const previewed = rules.filter((r) => r.preview).map((r) => /^\[([^\]]+)\]/.exec(r.description ?? '')?.[1]);
+    const rules = armorRules(rs, `karaxas-${stack}-armor`);
+    const previewed = rules.filter((r) => r.preview).map(ruleKey);
     if (cfg(file, 'armor.previewNewRules')) t.deepEqual(previewed.sort(), ['chat-write-throttle', 'waf-nodejs']);
     else t.deepEqual(previewed, []);
     t.deepEqual(run.outputs.armorPreviewRules, previewed.length ? ['waf-nodejs', 'chat-write-throttle'] : []);
   });
 
-  test(`${stack}: the Armor policy is attached to every backend service, with logging`, (t) => {
-    const armor = only(rs, T.armor);
+  test(`${stack}: an Armor policy is attached to every backend service, with logging`, (t) => {
+    const policyOf: Record<string, string> = {
+      [`karaxas-${stack}-backend`]: `karaxas-${stack}-armor`,
+      [`karaxas-${stack}-ops-backend`]: `karaxas-${stack}-ops-armor`,
+    };
     const backends = ofType(rs, T.backend);
-    t.true(backends.length >= 1);
+    t.deepEqual(backends.map((b) => b.name).sort(), Object.keys(policyOf).sort());
     for (const be of backends) {
-      t.is(be.inputs.securityPolicy, armor.outputs.selfLink);
+      t.is(be.inputs.securityPolicy, named(rs, policyOf[be.name]!).outputs.selfLink);
       t.is(be.inputs.loadBalancingScheme, 'EXTERNAL_MANAGED');
       t.is(get(be.inputs, 'logConfig.enable'), true);
-      // The backend is the serverless NEG of the Cloud Run service.
-      const neg = only(rs, T.neg);
-      t.is(get(be.inputs, 'backends.0.group'), neg.id);
-      t.is(neg.inputs.networkEndpointType, 'SERVERLESS');
-      t.is(get(neg.inputs, 'cloudRun.service'), only(rs, T.cloudRun).inputs.name);
+      // Each backend is a serverless NEG of the Cloud Run service.
+      const neg = ofType(rs, T.neg).find((n) => n.id === get(be.inputs, 'backends.0.group'));
+      t.is(neg?.inputs.networkEndpointType, 'SERVERLESS');
+      t.is(get(neg?.inputs, 'cloudRun.service'), only(rs, T.cloudRun).inputs.name);
     }
   });
 
@@ -246,9 +265,25 @@ export function stackInvariants(test: TestFn, stack: 'staging' | 'prod'): void {
     const cert = only(rs, T.cert);
     t.deepEqual(get(cert.inputs, 'managed.domains'), cfg(file, 'domains'));
     t.deepEqual(proxy.inputs.sslCertificates, [cert.id]);
-    const mainMap = named(rs, `karaxas-${stack}-urlmap`);
-    t.is(proxy.inputs.urlMap, mainMap.id);
-    t.is(mainMap.inputs.defaultService, only(rs, T.backend).id);
+    t.is(proxy.inputs.urlMap, named(rs, `karaxas-${stack}-urlmap`).id);
+  });
+
+  test(`${stack}: the URL map routes only the app's public prefixes, /ops to its own backend, and answers the rest at the edge`, (t) => {
+    const map = named(rs, `karaxas-${stack}-urlmap`).inputs;
+    const api = named(rs, `karaxas-${stack}-backend`).id;
+    const ops = named(rs, `karaxas-${stack}-ops-backend`).id;
+    const notFound = {
+      weightedBackendServices: [{ backendService: api, weight: 100 }],
+      faultInjectionPolicy: { abort: { httpStatus: EDGE_NOT_FOUND_STATUS, percentage: 100 } },
+    };
+    t.falsy(map.defaultService, 'no catch-all backend');
+    t.deepEqual(map.defaultRouteAction, notFound, 'other hosts: 404 at the edge');
+    t.deepEqual(map.hostRules, [{ hosts: cfg(file, 'domains'), pathMatcher: 'app' }]);
+    const [matcher, ...others] = map.pathMatchers as Array<{ name: string; defaultService?: string; defaultRouteAction: unknown; pathRules: Array<{ paths: string[]; service: string }> }>;
+    t.deepEqual(others, []);
+    t.falsy(matcher?.defaultService);
+    t.deepEqual(matcher?.defaultRouteAction, notFound, 'unlisted paths: 404 at the edge');
+    t.deepEqual(matcher?.pathRules, [...PUBLIC_ROUTES.map((paths) => ({ paths, service: api })), { paths: ['/ops', '/ops/*'], service: ops }]);
   });
 
   test(`${stack}: port 80 only redirects to HTTPS, on the same address as 443`, (t) => {
@@ -316,18 +351,18 @@ export function stackInvariants(test: TestFn, stack: 'staging' | 'prod'): void {
     t.deepEqual(rs.filter((r) => /key:Key$/i.test(r.type)), []);
   });
 
-  test(`${stack}: the audit archive bucket is private, uniform, retained (locked in prod), written only under its prefix`, (t) => {
+  test(`${stack}: the audit archive bucket is private, uniform, retained (locked in prod), written only by the archive job under its prefix`, (t) => {
     const bucket = only(rs, T.bucket);
     t.is(bucket.inputs.publicAccessPrevention, 'enforced');
     t.is(bucket.inputs.uniformBucketLevelAccess, true);
     t.is(get(bucket.inputs, 'retentionPolicy.retentionPeriod'), String(Number(cfg(file, 'auditArchive.retentionDays')) * 86400));
     t.is(get(bucket.inputs, 'retentionPolicy.isLocked'), isProd);
     t.is(bucket.inputs.forceDestroy, false);
-    const runtimeMember = `serviceAccount:${String(get(only(rs, T.cloudRun).inputs, 'template.serviceAccount'))}`;
+    const jobMember = `serviceAccount:${String(get(only(rs, T.job).inputs, 'template.template.serviceAccount'))}`;
     const grants = ofType(rs, T.bucketIam);
     t.deepEqual(grants.map((g) => g.inputs.role).sort(), ['roles/storage.objectCreator', 'roles/storage.objectViewer']);
     for (const g of grants) {
-      t.is(g.inputs.member, runtimeMember);
+      t.is(g.inputs.member, jobMember);
       t.is(
         get(g.inputs, 'condition.expression'),
         `resource.name.startsWith("projects/_/buckets/${String(bucket.inputs.name)}/objects/security-audit/")`,
@@ -344,6 +379,135 @@ export function stackInvariants(test: TestFn, stack: 'staging' | 'prod'): void {
       t.false(member.endsWith('/*'), m.name);
       t.false(['roles/owner', 'roles/editor'].includes(String(m.inputs.role)), m.name);
     }
+  });
+
+  test(`${stack}: /ops has its own Armor policy: ${isProd ? 'allowed ranges and uptime checkers only, default deny' : 'not source-restricted (CI reaches it), default allow'}`, (t) => {
+    const rules = armorRules(rs, `karaxas-${stack}-ops-armor`);
+    t.is(named(rs, `karaxas-${stack}-ops-armor`).inputs.name, `${String(cfg(file, 'armor.policyName'))}-ops`);
+    const fallback = rules.find((r) => r.priority === 2147483647);
+    const allowed = (cfg(file, 'opsAccess.allowedSourceRanges') as string[] | undefined) ?? [];
+    const allows = rules.filter((r) => r.action === 'allow' && r.priority !== 2147483647);
+    // The WAF rules still come first: nothing is allowed before they ran.
+    const firstAllow = Math.min(...allows.map((r) => r.priority), 2147483647);
+    t.true(rules.filter((r) => r.action === 'deny(403)' && r.priority !== 2147483647).every((r) => r.priority < firstAllow));
+    if (!isProd) {
+      t.deepEqual(allowed, []);
+      t.is(fallback?.action, 'allow');
+      t.deepEqual(allows, []);
+      return;
+    }
+    t.true(allowed.length > 0);
+    t.is(fallback?.action, 'deny(403)');
+    t.deepEqual(
+      allows.filter((r) => ruleKey(r).startsWith('ops-allow-')).map((r) => [r.priority, r.match?.config?.srcIpRanges]),
+      [[5000, allowed]],
+    );
+    // Uptime checkers (from the provider's lookup) reach only GET /ops/release/admin-audit.
+    const uptime = allows.filter((r) => ruleKey(r).startsWith('ops-uptime-'));
+    t.deepEqual(uptime.map((r) => r.priority), [5500, 5501]);
+    const expressions = uptime.map((r) => r.match?.expr?.expression ?? '');
+    for (const e of expressions) t.true(e.startsWith("request.path == '/ops/release/admin-audit' && ("), e);
+    for (const ip of MOCK_UPTIME_CHECK_IPS) {
+      const range = ip.ipAddress.includes(':') ? `${ip.ipAddress}/128` : `${ip.ipAddress}/32`;
+      t.is(expressions.filter((e) => e.includes(`inIpRange(origin.ip, '${range}')`)).length, 1, range);
+    }
+  });
+
+  test(`${stack}: the monthly archive: a Cloud Run job with its own identity, started by Cloud Scheduler with its own`, (t) => {
+    const job = only(rs, T.job).inputs;
+    const task = get(job, 'template.template') as Record<string, unknown>;
+    const bucket = String(only(rs, T.bucket).inputs.name);
+    t.is(get(task, 'containers.0.image'), TEST_IMAGE, 'the image of the release (the CLI ships in it)');
+    t.deepEqual(
+      [...(get(task, 'containers.0.commands') as string[]), ...(get(task, 'containers.0.args') as string[])].slice(-3),
+      ['archive-security-audit', '--to', `gs://${bucket}/security-audit/`],
+    );
+    const env = Object.fromEntries((get(task, 'containers.0.envs') as Array<{ name: string; value: string }>).map((e) => [e.name, e.value]));
+    const svcEnv = cloudRunEnv(rs);
+    for (const name of ['DB_HOST', 'DB_PORT', 'DB_NAME', 'DB_USER', 'DB_SSLMODE', 'DB_PASSWORD_SECRET_REF', 'NODE_ENV']) t.is(env[name], svcEnv[name], name);
+    t.deepEqual(Object.keys(env).filter((k) => k.endsWith('_SECRET_REF')), ['DB_PASSWORD_SECRET_REF'], 'no other secret');
+    t.is(get(task, 'vpcAccess.egress'), 'PRIVATE_RANGES_ONLY');
+    const jobAccount = named(rs, `karaxas-${stack}-archive`);
+    t.is(get(task, 'serviceAccount'), jobAccount.outputs.email);
+    t.is(job.deletionProtection, isProd);
+
+    // The trigger: monthly, as its own account, which may only execute this job.
+    const trigger = only(rs, T.scheduler).inputs;
+    const triggerAccount = named(rs, `karaxas-${stack}-archive-trigger`);
+    t.regex(String(trigger.schedule), /^\S+ \S+ \d+ \* \*$/, 'once a month');
+    t.is(get(trigger, 'httpTarget.httpMethod'), 'POST');
+    t.is(get(trigger, 'httpTarget.uri'), `https://run.googleapis.com/v2/projects/karaxas-${stack}/locations/europe-west1/jobs/karaxas-${stack}-archive:run`);
+    t.is(get(trigger, 'httpTarget.oauthToken.serviceAccountEmail'), triggerAccount.outputs.email);
+
+    // Least privilege: the trigger's account has exactly one grant (run this job); the job's
+    // account reads one secret and writes under the archive prefix; neither has project roles.
+    const members = (email: unknown) => rs.filter((r) => r.inputs.member === `serviceAccount:${String(email)}`);
+    t.deepEqual(
+      members(triggerAccount.outputs.email).map((r) => [r.type, r.inputs.role, r.inputs.name]),
+      [[T.jobIam, 'roles/run.jobsExecutor', `karaxas-${stack}-archive`]],
+    );
+    t.deepEqual(
+      members(jobAccount.outputs.email).map((r) => `${r.type} ${String(r.inputs.role)}`).sort(),
+      [`${T.secretIam} roles/secretmanager.secretAccessor`, `${T.bucketIam} roles/storage.objectCreator`, `${T.bucketIam} roles/storage.objectViewer`],
+    );
+  });
+
+  test(`${stack}: every alert policy and uptime check exists, thresholds from stack config, routed to its channels`, (t) => {
+    const alerts = cfg(file, 'monitoring.alerts') as Record<string, { count: number; windowSeconds: number }>;
+    const emails = cfg(file, 'monitoring.emails') as string[];
+    const channels = ofType(rs, T.notificationChannel);
+    t.deepEqual(channels.map((c) => get(c.inputs, 'labels.email_address')), emails);
+    const policies = Object.fromEntries(ofType(rs, T.alertPolicy).map((a) => [String(get(a.inputs, 'userLabels.alert')), a.inputs]));
+    t.deepEqual(Object.keys(policies).sort(), [...REQUIRED_ALERTS].sort());
+    for (const [key, a] of Object.entries(policies)) {
+      t.is(a.enabled, true, key);
+      t.deepEqual(a.notificationChannels, channels.map((c) => c.outputs.name), key);
+    }
+    const threshold = (key: string) => (get(policies[key], 'conditions.0.conditionThreshold') ?? {}) as Record<string, unknown>;
+    const byConfig: Record<string, string> = {
+      'auth-failures': 'authFailures',
+      lockouts: 'lockouts',
+      'rate-limit-pressure': 'rateLimited',
+      'refresh-token-reuse': 'refreshTokenReuse',
+      'drain-failures': 'drainFailures',
+      'archive-failures': 'archiveFailures',
+      'armor-denies': 'armorDenies',
+    };
+    for (const [key, setting] of Object.entries(byConfig)) {
+      t.is(threshold(key).thresholdValue, alerts[setting]!.count, `${key} threshold`);
+      t.is(get(threshold(key), 'aggregations.0.alignmentPeriod'), `${alerts[setting]!.windowSeconds}s`, `${key} window`);
+      t.is(threshold(key).comparison, 'COMPARISON_GT');
+    }
+    // Event alerts count the app's security-event log lines by event_type.
+    const metric = named(rs, `karaxas-${stack}-security-events`).inputs;
+    t.is(metric.filter, `resource.type="cloud_run_revision" AND resource.labels.service_name="karaxas-${stack}-api" AND jsonPayload.securityEvent:*`);
+    t.deepEqual(metric.labelExtractors, { event_type: 'EXTRACT(jsonPayload.securityEvent)' });
+    for (const [key, types] of Object.entries(ALERT_EVENT_TYPES)) {
+      t.is(
+        threshold(key).filter,
+        `resource.type="cloud_run_revision" AND metric.type="logging.googleapis.com/user/karaxas-${stack}-security-events" AND metric.label.event_type=one_of(${types.map((e) => `"${e}"`).join(', ')})`,
+      );
+    }
+    t.regex(String(named(rs, `karaxas-${stack}-drain-failures`).inputs.filter), /jsonPayload\.message=~"\^\(publish drain failed\|/);
+    t.regex(String(threshold('archive-failures').filter), new RegExp(`job_name="karaxas-${stack}-archive".*result="failed"`));
+    t.regex(String(get(policies['archive-failures'], 'conditions.1.conditionThreshold.filter')), /archive-trigger-failures/);
+    t.regex(String(threshold('armor-denies').filter), new RegExp(`blocked="true".*policy_name=one_of\\("karaxas-backend-policy", "karaxas-backend-policy-ops"\\)`));
+
+    // Uptime checks: /readyz and the admin-audit endpoint with the ops token (secret, masked).
+    const checks = Object.fromEntries(ofType(rs, T.uptimeCheck).map((c) => [String(get(c.inputs, 'httpCheck.path')), c]));
+    t.deepEqual(Object.keys(checks).sort(), ['/ops/release/admin-audit', '/readyz']);
+    for (const c of Object.values(checks)) {
+      t.deepEqual(get(c.inputs, 'monitoredResource.labels'), { project_id: `karaxas-${stack}`, host: (cfg(file, 'domains') as string[])[0] });
+      t.is(get(c.inputs, 'httpCheck.useSsl'), true);
+      t.is(c.inputs.period, `${String(cfg(file, 'monitoring.uptimePeriodSeconds'))}s`);
+    }
+    const audit = checks['/ops/release/admin-audit']!;
+    const opsToken = ofType(rs, T.secretVersion).find((v) => v.name === `karaxas-${stack}-ops-api-token-g1`)?.inputs.secretData;
+    t.is(get(audit.inputs, 'httpCheck.headers.Authorization'), `Bearer ${String(opsToken)}`);
+    t.is(get(audit.inputs, 'httpCheck.maskHeaders'), true);
+    t.true(audit.secretPaths.includes('httpCheck'), 'the token is a secret input');
+    t.regex(String(threshold('uptime-admin-audit').filter), new RegExp(`check_id="${String(audit.outputs.uptimeCheckId)}"`));
+    t.regex(String(threshold('uptime-readyz').filter), new RegExp(`check_id="${String(checks['/readyz']!.outputs.uptimeCheckId)}"`));
   });
 
   test(`${stack}: the policy pack passes on the whole stack`, async (t) => {

@@ -23,9 +23,9 @@ async function check(policy: ResourceValidationPolicy, type: string, props: Reco
   return violations;
 }
 
-async function checkStack(policy: StackValidationPolicy, resources: PolicyInput[]): Promise<string[]> {
+async function checkStack(policy: StackValidationPolicy, resources: PolicyInput[], stack = 'staging', config: object = {}): Promise<string[]> {
   const violations: string[] = [];
-  await policy.validateStack(stackArgs(resources), (m) => violations.push(m));
+  await policy.validateStack(stackArgs(resources, stack, config), (m) => violations.push(m));
   return violations;
 }
 
@@ -345,9 +345,140 @@ test('secret-accessor-runtime-only (stack policy)', async (t) => {
   });
   t.deepEqual(await checkStack(P.secretAccessorRuntimeOnly, [run, grant('serviceAccount:run@p.iam.gserviceaccount.com')]), []);
   const other = await checkStack(P.secretAccessorRuntimeOnly, [run, grant('serviceAccount:deploy@p.iam.gserviceaccount.com')]);
-  t.regex(other[0] ?? '', /not the Cloud Run runtime account/);
+  t.regex(other[0] ?? '', /which no Cloud Run service or job runs as/);
+  // A Cloud Run job's own account (the archive job) may read its secret too.
+  const job: PolicyInput = { type: JOB, name: 'archive', props: { template: { template: { serviceAccount: 'archive@p.iam.gserviceaccount.com' } } } };
+  t.deepEqual(await checkStack(P.secretAccessorRuntimeOnly, [run, job, grant('serviceAccount:archive@p.iam.gserviceaccount.com')]), []);
   const projectWide = await checkStack(P.secretAccessorRuntimeOnly, [run, grant('serviceAccount:run@p.iam.gserviceaccount.com', 'gcp:projects/iAMMember:IAMMember')]);
   t.regex(projectWide[0] ?? '', /grant secretAccessor on one secret/);
+});
+
+const JOB = 'gcp:cloudrunv2/job:Job';
+const archiveJob = () => ({
+  template: {
+    template: {
+      serviceAccount: 'archive@p.iam.gserviceaccount.com',
+      containers: [
+        {
+          image: `europe-west1-docker.pkg.dev/p/r/karaxas-api@sha256:${'d'.repeat(64)}`,
+          envs: [
+            { name: 'DB_SSLMODE', value: 'require' },
+            { name: 'DB_PASSWORD_SECRET_REF', value: PINNED('db') },
+          ],
+        },
+      ],
+    },
+  },
+});
+type JobShape = ReturnType<typeof archiveJob>;
+const jobContainer = (p: Record<string, unknown>) => (p as JobShape).template.template.containers[0]! as { image: string; envs: Envs };
+
+test('cloud-run-job-hardened', async (t) => {
+  await compliantAndViolating(t, P.cloudRunJobHardened, JOB, archiveJob(), [
+    ['image by tag', (p) => (jobContainer(p).image = 'europe-west1-docker.pkg.dev/p/r/karaxas-api:latest'), /not pinned by digest/],
+    ['plain password', (p) => jobContainer(p).envs.push({ name: 'DB_PASSWORD', value: 'x' }), /DB_PASSWORD carries a secret in plain text/],
+    ['latest ref', (p) => (jobContainer(p).envs[1]!.value = 'projects/p/secrets/db/versions/latest'), /must be projects\/P\/secrets\/S\/versions\/N/],
+    ['no TLS', (p) => (jobContainer(p).envs[0]!.value = 'disable'), /DB_SSLMODE=disable/],
+    ['plain-secret switch', (p) => jobContainer(p).envs.push({ name: 'ALLOW_PLAIN_ENV_SECRETS', value: 'true' }), /must not be set/],
+    ['default account', (p) => delete (p as { template: { template: { serviceAccount?: string } } }).template.template.serviceAccount, /dedicated service account/],
+  ]);
+});
+
+/** A production stack's load balancer and alerts as the program builds them (compliant). */
+function opsStack(): PolicyInput[] {
+  const policy = (name: string, fallback: string): PolicyInput => ({
+    type: 'gcp:compute/securityPolicy:SecurityPolicy',
+    name,
+    props: { name, selfLink: `https://www.googleapis.com/compute/v1/projects/p/global/securityPolicies/${name}`, rules: [{ priority: 2147483647, action: fallback }] },
+  });
+  const backend = (name: string, policyName: string): PolicyInput => ({
+    type: 'gcp:compute/backendService:BackendService',
+    name,
+    props: { id: `projects/p/global/backendServices/${name}`, securityPolicy: `https://www.googleapis.com/compute/v1/projects/p/global/securityPolicies/${policyName}` },
+  });
+  const notFound = (svc: string) => ({ weightedBackendServices: [{ backendService: svc, weight: 100 }], faultInjectionPolicy: { abort: { httpStatus: 404, percentage: 100 } } });
+  const api = 'projects/p/global/backendServices/api';
+  const ops = 'projects/p/global/backendServices/ops';
+  return [
+    policy('edge', 'allow'),
+    policy('edge-ops', 'deny(403)'),
+    backend('api', 'edge'),
+    backend('ops', 'edge-ops'),
+    {
+      type: 'gcp:compute/uRLMap:URLMap',
+      name: 'urlmap',
+      props: {
+        defaultRouteAction: notFound(api),
+        hostRules: [{ hosts: ['api.example.com'], pathMatcher: 'app' }],
+        pathMatchers: [
+          {
+            name: 'app',
+            defaultRouteAction: notFound(api),
+            pathRules: [
+              { paths: ['/auth', '/auth/*'], service: api },
+              { paths: ['/ops', '/ops/*'], service: ops },
+            ],
+          },
+        ],
+      },
+    },
+    { type: 'gcp:compute/uRLMap:URLMap', name: 'redirect', props: { defaultUrlRedirect: { httpsRedirect: true } } },
+    ...P.REQUIRED_ALERT_POLICIES.map(
+      (key): PolicyInput => ({
+        type: 'gcp:monitoring/alertPolicy:AlertPolicy',
+        name: `alert-${key}`,
+        props: { enabled: true, notificationChannels: ['projects/p/notificationChannels/1'], userLabels: { alert: key } },
+      }),
+    ),
+  ];
+}
+const edit = (stack: PolicyInput[], name: string, mutate: (props: Record<string, unknown>) => void): PolicyInput[] =>
+  stack.map((r) => (r.name === name ? { ...r, props: (() => { const p = clone(r.props); mutate(p); return p; })() } : r));
+
+test('ops-restricted-and-alerts-in-production (stack policy)', async (t) => {
+  const policy = P.opsRestrictedAndAlertsInProduction;
+  t.deepEqual(await checkStack(policy, opsStack(), 'prod'), [], 'the compliant production stack passes');
+
+  // /ops open at the edge: the ops backend's policy allows by default.
+  const open = await checkStack(policy, edit(opsStack(), 'edge-ops', (p) => ((p.rules as Array<{ action: string }>)[0]!.action = 'allow')), 'prod');
+  t.true(open.some((m) => /\/ops reaches backend service ops without an edge restriction/.test(m)), JSON.stringify(open));
+  // ... unless IAP guards it.
+  const iap = edit(edit(opsStack(), 'edge-ops', (p) => ((p.rules as Array<{ action: string }>)[0]!.action = 'allow')), 'ops', (p) => (p.iap = { enabled: true }));
+  const iapViolations = await checkStack(policy, iap.filter((r) => r.name !== 'alert-uptime-admin-audit'), 'prod');
+  t.deepEqual(iapViolations, [], 'IAP is a restriction, and then no admin-audit uptime check is required');
+
+  // Without an /ops route of its own the restriction is gone, even if /ops would fall to the 404 default.
+  const noRoute = edit(opsStack(), 'urlmap', (p) => {
+    const pm = (p.pathMatchers as Array<{ pathRules: unknown[] }>)[0]!;
+    pm.pathRules = pm.pathRules.slice(0, 1);
+  });
+  t.true((await checkStack(policy, noRoute, 'prod')).some((m) => /has no \/ops route of its own/.test(m)));
+  // Unlisted paths reaching a backend (a defaultService) are flagged.
+  const catchAll = edit(opsStack(), 'urlmap', (p) => {
+    const pm = (p.pathMatchers as Array<Record<string, unknown>>)[0]!;
+    delete pm.defaultRouteAction;
+    pm.defaultService = 'projects/p/global/backendServices/api';
+  });
+  t.true((await checkStack(policy, catchAll, 'prod')).some((m) => /unlisted paths \(including \/ops\) reach a backend/.test(m)));
+  // /ops sharing the public backend.
+  const shared = edit(opsStack(), 'urlmap', (p) => {
+    const rules = (p.pathMatchers as Array<{ pathRules: Array<{ service: string }> }>)[0]!.pathRules;
+    rules[0]!.service = 'projects/p/global/backendServices/ops';
+  });
+  t.true((await checkStack(policy, shared, 'prod')).some((m) => /serves \/ops and public paths/.test(m)));
+
+  // Alerts: missing, disabled, notifying nobody.
+  const missing = await checkStack(policy, opsStack().filter((r) => r.name !== 'alert-refresh-token-reuse'), 'prod');
+  t.deepEqual(missing, ['no alert policy "refresh-token-reuse" (user label alert=refresh-token-reuse) in a production stack']);
+  const disabled = await checkStack(policy, edit(opsStack(), 'alert-lockouts', (p) => (p.enabled = false)), 'prod');
+  t.deepEqual(disabled, ['alert policy "lockouts" is disabled']);
+  const silent = await checkStack(policy, edit(opsStack(), 'alert-drain-failures', (p) => (p.notificationChannels = [])), 'prod');
+  t.deepEqual(silent, ['alert policy "drain-failures" notifies nobody (no notification channel)']);
+
+  // Staging is out of scope (its /ops is open for CI); the pack's config decides what production is.
+  const bare = opsStack().filter((r) => !r.type.includes('alertPolicy'));
+  t.deepEqual(await checkStack(policy, bare, 'staging'), []);
+  t.true((await checkStack(policy, bare, 'staging', { productionStacks: ['staging'] })).length > 0);
 });
 
 const BUCKET = 'gcp:storage/bucket:Bucket';
@@ -391,6 +522,7 @@ test('every policy of the pack has a unit test here, is mandatory and uniquely n
     'cloud-run-secrets-by-pinned-reference',
     'cloud-run-container-contract',
     'cloud-run-image-by-digest',
+    'cloud-run-job-hardened',
     'cloud-sql-private-and-encrypted',
     'cloud-sql-recoverable-and-audited',
     'cloud-sql-deletion-protection-in-production',
@@ -406,6 +538,7 @@ test('every policy of the pack has a unit test here, is mandatory and uniquely n
     'secret-accessor-runtime-only',
     'bucket-not-public',
     'audit-archive-retention',
+    'ops-restricted-and-alerts-in-production',
   ]);
   const names = P.policies.map((p) => p.name);
   t.deepEqual(new Set(names), tested);
