@@ -6,7 +6,8 @@
  * schemas of app/ops/schemas.ts, the single source of truth shared with the server routes.
  *
  * - Requests are validated with the route's schema before they are sent (a bad flag fails
- *   locally, with the same messages the server would give).
+ *   locally, with the same messages the server would give); every method returns a promise and
+ *   reports every failure as its rejection.
  * - Responses must have the route's success status and match its response schema.
  * - Anything else surfaces as an {@link OpsApiError}: the server's error envelope (code,
  *   message, requestId, status), a network failure (`connection_failed`, status 0), a timeout
@@ -256,10 +257,10 @@ export const createOpsClient = (options: OpsClientOptions) => {
     return parsed.data as OpsResponse<N>;
   };
 
-  const adminAudit = (query: AdminAuditQuery = {}) =>
+  const adminAudit = async (query: AdminAuditQuery = {}) =>
     call('adminAudit', { query: check(opsRoutes.adminAudit.query, query, 'query', 'GET', opsRoutes.adminAudit.path) as QueryInput });
 
-  const securityAudit = (query: SecurityAuditQueryParams = {}) =>
+  const securityAudit = async (query: SecurityAuditQueryParams = {}) =>
     call('securityAudit', {
       query: check(opsRoutes.securityAudit.query, query, 'query', 'GET', opsRoutes.securityAudit.path) as QueryInput,
     });
@@ -269,14 +270,14 @@ export const createOpsClient = (options: OpsClientOptions) => {
     baseUrl: base.toString(),
 
     /** `GET /release/policy` (public: sent without the token). */
-    releasePolicy: (query: { platform: string; version?: string }) =>
+    releasePolicy: async (query: { platform: string; version?: string }) =>
       call('releasePolicy', {
         auth: false,
         query: check(opsRoutes.releasePolicy.query, query, 'query', 'GET', opsRoutes.releasePolicy.path),
       }),
 
     /** `GET /ops/release/metrics`. */
-    metrics: () => call('metrics'),
+    metrics: async () => call('metrics'),
 
     /** `GET /ops/release/admin-audit`: one page, newest first. */
     adminAudit,
@@ -316,34 +317,34 @@ export const createOpsClient = (options: OpsClientOptions) => {
     },
 
     /** `GET /ops/release/security-audit/verify`. */
-    verifySecurityAudit: () => call('verifySecurityAudit'),
+    verifySecurityAudit: async () => call('verifySecurityAudit'),
 
     /** `POST /ops/release/policies` → the new, inactive policy. */
-    createPolicy: (body: CreatePolicyBody) =>
+    createPolicy: async (body: CreatePolicyBody) =>
       call('createPolicy', { body: check(opsRoutes.createPolicy.body, body, 'body', 'POST', opsRoutes.createPolicy.path) }),
 
     /** `POST /ops/release/policies/:id/activate`. */
-    activatePolicy: (id: string) => call('activatePolicy', { path: idPath('activatePolicy', id) }),
+    activatePolicy: async (id: string) => call('activatePolicy', { path: idPath('activatePolicy', id) }),
 
     /** `POST /ops/release/publish` → `{drainId, policyId}`. */
-    publish: (body: PublishBody) => call('publish', { body: check(opsRoutes.publish.body, body, 'body', 'POST', opsRoutes.publish.path) }),
+    publish: async (body: PublishBody) => call('publish', { body: check(opsRoutes.publish.body, body, 'body', 'POST', opsRoutes.publish.path) }),
 
     /** `GET /ops/release/drains/:id`. */
-    drain: (id: string) => call('drain', { path: idPath('drain', id) }),
+    drain: async (id: string) => call('drain', { path: idPath('drain', id) }),
 
     /** `POST /ops/sessions/revoke`: `{userId, reason}` or `{all: true, reason}`. */
-    revokeSessions: (body: RevokeSessionsBody) =>
+    revokeSessions: async (body: RevokeSessionsBody) =>
       call('revokeSessions', { body: check(opsRoutes.revokeSessions.body, body, 'body', 'POST', opsRoutes.revokeSessions.path) }),
 
     /** `POST /ops/users/:id/role`. */
-    setRole: (userId: string, role: 'player' | 'admin') =>
+    setRole: async (userId: string, role: 'player' | 'admin') =>
       call('setRole', {
         path: idPath('setRole', userId),
         body: check(opsRoutes.setRole.body, { role }, 'body', 'POST', opsRoutes.setRole.path),
       }),
 
     /** `POST /ops/users/:id/force-password-reset`. */
-    forcePasswordReset: (userId: string) => call('forcePasswordReset', { path: idPath('forcePasswordReset', userId) }),
+    forcePasswordReset: async (userId: string) => call('forcePasswordReset', { path: idPath('forcePasswordReset', userId) }),
   };
 };
 

@@ -19,10 +19,10 @@ import { execFile } from 'node:child_process';
 import { readFile, stat, writeFile } from 'node:fs/promises';
 import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
-import { ArchiveError, archiveDatabaseConfig, archiveSecurityEvents, verifyArchivedFile } from '../audit/archive.js';
+// The archive (slonik, zlib, Cloud Storage) and the pentest runner are loaded by their commands only.
+import type { ArchiveError as ArchiveErrorType } from '../audit/archive.js';
 import { securityEventTypes } from '../audit/types.js';
 import { ConfigError, processEnvironment } from '../config/index.js';
-import { createDatabasePool } from '../db/pool.js';
 import { releasePlatforms, type Drain, type OpsMetrics } from '../ops/schemas.js';
 import { createOpsClient, OpsApiError, type OpsClient } from './api-client.js';
 
@@ -788,6 +788,8 @@ const archiveCommand: Command = {
     const hotDaysFlag = intFrom(str(parsed, 'hot-days'), '--hot-days', { min: 0, max: 3_650 });
     const before = isoFrom(str(parsed, 'before'), '--before');
     if (hotDaysFlag !== undefined && before !== undefined) throw new UsageError('--hot-days and --before exclude each other');
+    const { archiveDatabaseConfig, archiveSecurityEvents } = await import('../audit/archive.js');
+    const { createDatabasePool } = await import('../db/pool.js');
     const { database, hotDays } = await archiveDatabaseConfig(env);
     const cutoff = before !== undefined ? new Date(before) : new Date(Date.now() - (hotDaysFlag ?? hotDays) * 86_400_000);
     const pool = await createDatabasePool(database);
@@ -848,6 +850,7 @@ const verifyArchiveCommand: Command = {
   run: async ({ io, json, parsed }) => {
     noExtraPositionals(parsed, 1);
     const uri = positional(parsed, 0, 'the archive file');
+    const { verifyArchivedFile } = await import('../audit/archive.js');
     const { manifest, rows } = await verifyArchivedFile(uri);
     if (json) printJson(io, { ok: true, rows, manifest });
     else io.stdout(`ok: ${uri} holds ${rows} row(s), seq ${manifest.firstSeq}..${manifest.lastSeq}, chained from ${manifest.anchorBefore.hash.slice(0, 16)}…\n`);
@@ -1109,6 +1112,8 @@ const resolveToken = async (parsed: Parsed, env: Env, required: boolean): Promis
   return token;
 };
 
+const isArchiveError = (error: unknown): error is ArchiveErrorType => error instanceof Error && error.name === 'ArchiveError';
+
 const describeApiError = (error: OpsApiError): string => {
   const where = `${error.method} ${error.path}`;
   const request = error.requestId ? ` [request id ${error.requestId}]` : '';
@@ -1205,7 +1210,7 @@ export const runCli = async (argv: readonly string[], env: Env, io: CliIo): Prom
       if (command.name === 'guardrails') return 2;
       return error.source === 'network' || error.code === 'invalid_url' ? 2 : 1;
     }
-    if (error instanceof ArchiveError) {
+    if (isArchiveError(error)) {
       io.stderr(`${prefix}: ${error.message}\n`);
       return error.code === 'invalid_destination' || error.code === 'invalid_options' || error.code === 'busy' ? 2 : 1;
     }
