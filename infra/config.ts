@@ -309,8 +309,8 @@ const auditArchiveSchema = z
       .default('17 3 1 * *'),
     /** Time zone of `schedule` (IANA name). */
     timeZone: z.string().regex(/^[A-Za-z_]+(\/[A-Za-z0-9_+-]+)*$/, 'must be an IANA time zone such as Etc/UTC').default('Etc/UTC'),
-    /** How the job starts the CLI inside the image (`archive-security-audit --to <uri>` is appended). */
-    command: z.array(z.string().min(1)).min(1).default(['node', 'dist/bin/karaxas-ops.js']),
+    /** How the job starts the CLI inside the image (it has no bin/ shim; `archive-security-audit --to <uri>` is appended). */
+    command: z.array(z.string().min(1)).min(1).default(['node', 'dist/app/cli/main.js']),
     /** Upper bound of one archive run. */
     timeoutSeconds: z.number().int().min(60).max(86400).default(3600),
     /** Retries of a failed run within one execution. */

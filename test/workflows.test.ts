@@ -12,6 +12,7 @@ import { parse } from 'yaml';
 
 type Dict = Record<string, unknown>;
 interface Step extends Dict {
+  id?: string;
   uses?: string;
   run?: string;
   with?: Dict;
@@ -164,17 +165,30 @@ test('one version of each action across all workflows', (t) => {
   for (const [repo, shas] of refs) t.is(shas.size, 1, `${repo} pinned once`);
 });
 
+/** The step of a preview job that picks the stack's identity from repository variables. */
+const identityStep = (job: Job): Step | undefined => steps(job).find((s) => s.id === 'identity');
+
 test('Google Cloud auth is Workload Identity Federation only', (t) => {
   let authSteps = 0;
   for (const [w, name, job] of allJobs()) {
     for (const s of steps(job).filter((st) => usesAction(st, AUTH_ACTION))) {
       authSteps++;
       const withs = s.with ?? {};
-      t.is(withs.workload_identity_provider, '${{ vars.GCP_WORKLOAD_IDENTITY_PROVIDER }}', `${w.file}:${name}`);
-      t.regex(String(withs.service_account), /^\$\{\{ vars\.GCP_(PREVIEW_)?SERVICE_ACCOUNT \}\}$/, `${w.file}:${name}`);
       t.false('credentials_json' in withs, `${w.file}:${name} has no credentials_json`);
-      const expected = w.file === 'preview.yml' ? 'GCP_PREVIEW_SERVICE_ACCOUNT' : 'GCP_SERVICE_ACCOUNT';
-      t.true(String(withs.service_account).includes(`vars.${expected} `), `${w.file}:${name} uses ${expected}`);
+      if (w.file === 'preview.yml') {
+        // Each stack's own read-only preview identity, chosen from variables by the identity step.
+        t.is(withs.workload_identity_provider, '${{ steps.identity.outputs.provider }}', `${w.file}:${name}`);
+        t.is(withs.service_account, '${{ steps.identity.outputs.account }}', `${w.file}:${name}`);
+        t.deepEqual(identityStep(job)?.env, {
+          STAGING_PROVIDER: '${{ vars.GCP_WORKLOAD_IDENTITY_PROVIDER }}',
+          STAGING_ACCOUNT: '${{ vars.GCP_PREVIEW_SERVICE_ACCOUNT }}',
+          PROD_PROVIDER: '${{ vars.PROD_GCP_WORKLOAD_IDENTITY_PROVIDER }}',
+          PROD_ACCOUNT: '${{ vars.PROD_GCP_PREVIEW_SERVICE_ACCOUNT }}',
+        });
+        continue;
+      }
+      t.is(withs.workload_identity_provider, '${{ vars.GCP_WORKLOAD_IDENTITY_PROVIDER }}', `${w.file}:${name}`);
+      t.is(withs.service_account, '${{ vars.GCP_SERVICE_ACCOUNT }}', `${w.file}:${name}`);
     }
     for (const s of steps(job)) {
       if (usesAction(s, 'google-github-actions/setup-gcloud')) {
@@ -182,7 +196,7 @@ test('Google Cloud auth is Workload Identity Federation only', (t) => {
       }
     }
   }
-  t.true(authSteps >= 7, 'preview + build + two deploys + three post-deploy checks authenticate');
+  t.true(authSteps >= 8, 'preview + build + two deploys + four post-deploy checks authenticate');
 });
 
 function walk(dir: string): string[] {
@@ -425,6 +439,67 @@ test('deploy.yml: build once, staging by digest, checks, the same digest to prod
     t.true(authenticatesToGcp(job) && runs(job, /gcloud secrets versions access "\$OPS_TOKEN_SECRET"/), name);
     t.true(runs(job, /::add-mask::\$OPS_API_TOKEN/), `${name} masks the token`);
   }
+});
+
+test('prod is reached only with the prod identity: production environment in deploy.yml, PROD_ variables for the prod preview', (t) => {
+  const w = wf('deploy.yml');
+  const touchesProd = (job: Job): boolean =>
+    runs(job, /--stack prod\b/) || JSON.stringify(job).includes('vars.PROD_') || JSON.stringify(job).includes('secrets.PROD_');
+  const environmentOf = (job: Job): string | undefined => (typeof job.environment === 'string' ? job.environment : job.environment?.name);
+  const prodJobs = Object.entries(w.jobs).filter(([, job]) => touchesProd(job));
+  t.deepEqual(prodJobs.map(([name]) => name).sort(), ['deploy-prod', 'prod-guardrails']);
+  for (const [name, job] of prodJobs) {
+    t.is(environmentOf(job), 'production', `${name} runs in the production environment (its variables carry the prod identity)`);
+    t.true(authenticatesToGcp(job), name);
+  }
+  for (const [name, job] of Object.entries(w.jobs)) {
+    if (environmentOf(job) === 'production') t.true(touchesProd(job), `${name}: only prod jobs use the production environment`);
+  }
+  // Pull-request previews never use the production environment (its reviewers and branch rule
+  // are for deploys); the prod leg takes prod's preview identity from PROD_ variables instead.
+  const preview = wf('preview.yml');
+  for (const [name, job] of Object.entries(preview.jobs)) t.is(job.environment, undefined, `preview:${name}`);
+  const leg = Object.values(preview.jobs).find(authenticatesToGcp);
+  const script = String(leg && identityStep(leg)?.run);
+  t.regex(script, /if \[ "\$STACK" = prod \]; then\s+provider="\$PROD_PROVIDER"; account="\$PROD_ACCOUNT"/);
+  t.regex(script, /exit 1/, 'a missing identity fails the leg instead of falling back to staging');
+  const order = steps(leg ?? {}).map((s) => s.id ?? s.uses?.split('@')[0] ?? s.run ?? '');
+  t.true(order.indexOf('identity') < order.indexOf(AUTH_ACTION), 'the identity is chosen before authenticating');
+});
+
+test('deploy.yml: the staging release smoke runs after the staging deploy and gates prod', (t) => {
+  const w = wf('deploy.yml');
+  const smoke = Object.entries(w.jobs).filter(([, j]) => runs(j, /^\s*bash \.github\/scripts\/staging-release-smoke\.sh$/m));
+  t.is(smoke.length, 1, 'one job runs the staging release smoke');
+  const [name, job] = smoke[0] ?? ['', {} as Job];
+  const stagingDeploy = Object.keys(w.jobs).find((j) => runs(w.jobs[j]!, /pulumi up --stack staging\b/))!;
+  const prodDeploy = Object.keys(w.jobs).find((j) => runs(w.jobs[j]!, /pulumi up --stack prod\b/))!;
+  const pentest = Object.keys(w.jobs).find((j) => runs(w.jobs[j]!, /npm run pentest/))!;
+  t.true(upstream(w, name).has(stagingDeploy), 'after the staging deploy');
+  t.true(upstream(w, name).has(pentest), 'after the pentest (the smoke gates logins for a moment)');
+  t.true(upstream(w, prodDeploy).has(name), 'prod waits for the smoke');
+  t.false(upstream(w, name).has(prodDeploy), 'never against prod');
+  const step = steps(job).find((s) => typeof s.run === 'string' && s.run.includes('staging-release-smoke.sh'));
+  t.is(step?.env?.KARAXAS_URL, '${{ vars.STAGING_URL }}');
+  t.true(runs(job, /gcloud secrets versions access "\$OPS_TOKEN_SECRET"/) && runs(job, /::add-mask::\$OPS_API_TOKEN/), 'token from Secret Manager, masked');
+
+  const file = '.github/scripts/staging-release-smoke.sh';
+  t.true((statSync(file).mode & 0o111) !== 0, `${file} is executable`);
+  const script = readFileSync(file, 'utf8');
+  t.regex(script, /^set -euo pipefail$/m);
+  for (const command of ['policy show', 'policy create', 'policy activate', 'publish', 'drain', 'admin-audit']) {
+    t.regex(script, new RegExp(`\\bops ${command}\\b`), `uses karaxas-ops ${command}`);
+  }
+  t.regex(script, /ops policy create [^\n]*--login-gate/, 'the test policy gates logins');
+  t.regex(script, /== "426"/, 'expects the 426');
+  t.regex(script, /client_update_required/);
+  t.regex(script, /== "completed"/, "expects the drain's completed status");
+  for (const action of ['release.policy.create', 'release.policy.activate', 'release.publish']) t.true(script.includes(action), `audit row ${action}`);
+  t.regex(script, /^trap cleanup EXIT$/m, 'always cleans up');
+  t.regex(script, /node "\$root\/bin\/karaxas-ops\.js"/);
+  // The CLI commands it relies on exist.
+  const cli = readFileSync('app/cli/main.ts', 'utf8');
+  for (const command of ['policy', 'publish', 'drain', 'admin-audit']) t.true(cli.includes(`name: '${command}'`), `karaxas-ops ${command} exists`);
 });
 
 test('dependabot.yml covers npm, github-actions and docker', (t) => {

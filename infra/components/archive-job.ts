@@ -23,7 +23,7 @@ export interface ArchiveJobArgs extends BaseArgs {
   region: string;
   /** The API image (by digest): the CLI ships in it. */
   image: string;
-  /** How the image starts the CLI, e.g. `['node', 'dist/bin/karaxas-ops.js']`. */
+  /** How the image starts the CLI, e.g. `['node', 'dist/app/cli/main.js']`. */
   command: string[];
   /** `gs://bucket/prefix/` the archive goes to. */
   destination: pulumi.Input<string>;

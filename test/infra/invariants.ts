@@ -418,10 +418,12 @@ export function stackInvariants(test: TestFn, stack: 'staging' | 'prod'): void {
     const task = get(job, 'template.template') as Record<string, unknown>;
     const bucket = String(only(rs, T.bucket).inputs.name);
     t.is(get(task, 'containers.0.image'), TEST_IMAGE, 'the image of the release (the CLI ships in it)');
+    // The image has no bin/ shim: the compiled CLI entry runs itself (app/cli/main.ts → dist/app/cli/main.js).
     t.deepEqual(
-      [...(get(task, 'containers.0.commands') as string[]), ...(get(task, 'containers.0.args') as string[])].slice(-3),
-      ['archive-security-audit', '--to', `gs://${bucket}/security-audit/`],
+      [...(get(task, 'containers.0.commands') as string[]), ...(get(task, 'containers.0.args') as string[])],
+      ['node', 'dist/app/cli/main.js', 'archive-security-audit', '--to', `gs://${bucket}/security-audit/`],
     );
+    t.regex(readFileSync(path.join(ROOT, 'app/cli/main.ts'), 'utf8'), /name: 'archive-security-audit'/);
     const env = Object.fromEntries((get(task, 'containers.0.envs') as Array<{ name: string; value: string }>).map((e) => [e.name, e.value]));
     const svcEnv = cloudRunEnv(rs);
     for (const name of ['DB_HOST', 'DB_PORT', 'DB_NAME', 'DB_USER', 'DB_SSLMODE', 'DB_PASSWORD_SECRET_REF', 'NODE_ENV']) t.is(env[name], svcEnv[name], name);
