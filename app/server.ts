@@ -118,7 +118,16 @@ export const startService = async ({ config, logger, port, extraRoutes = [] }: S
   routes.push(
     ...createHealthRoutes({
       pingDatabase: async () => {
-        await pool.query(sql.unsafe`SELECT 1`);
+        // Bounded: a frozen or partitioned database (no refusal, no answer) must still read as not ready.
+        let timer: NodeJS.Timeout | undefined;
+        const timeout = new Promise<never>((_resolve, reject) => {
+          timer = setTimeout(() => reject(new Error('readiness ping timed out')), config.database.connectTimeoutMs);
+        });
+        try {
+          await Promise.race([pool.query(sql.unsafe`SELECT 1`), timeout]);
+        } finally {
+          clearTimeout(timer);
+        }
       },
       isDraining: () => draining,
       openApiDocument: () => (openApiDocument ??= buildOpenApiDocument(routes, { version })),

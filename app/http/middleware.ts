@@ -8,7 +8,15 @@ import type { Duplex } from 'node:stream';
 import cors from '@koa/cors';
 import type { Middleware } from 'koa';
 import helmet from 'koa-helmet';
-import { SlonikError, UniqueIntegrityConstraintViolationError, CheckIntegrityConstraintViolationError } from 'slonik';
+import {
+  BackendTerminatedError,
+  BackendTerminatedUnexpectedlyError,
+  CheckIntegrityConstraintViolationError,
+  ConnectionError,
+  SlonikError,
+  StatementTimeoutError,
+  UniqueIntegrityConstraintViolationError,
+} from 'slonik';
 import type { Config } from '../config/index.js';
 import type { Logger } from '../logger.js';
 import { AppError, constraintErrors, errorRegistry } from './errors.js';
@@ -101,8 +109,14 @@ const isDatabaseUnavailable = (error: unknown): boolean => {
     return true;
   }
   if (error instanceof SlonikError) {
-    const name = error.name;
-    if (['ConnectionError', 'BackendTerminatedError', 'BackendTerminatedUnexpectedlyError', 'StatementTimeoutError'].includes(name)) {
+    // By class: slonik's error classes do not set `name` (it stays "Error"), so a connect
+    // timeout (ConnectionError "timeout expired", no code) used to fall through to a 500.
+    if (
+      error instanceof ConnectionError ||
+      error instanceof BackendTerminatedError ||
+      error instanceof BackendTerminatedUnexpectedlyError ||
+      error instanceof StatementTimeoutError
+    ) {
       return true;
     }
     return error.cause !== undefined && isDatabaseUnavailable(error.cause);
