@@ -251,11 +251,15 @@ export const createRealtimeGateway = (deps: GatewayDeps) => {
 
   // ---- sending and closing ------------------------------------------------------------------
 
-  /** Sends a frame; a reader that lets more than `maxBufferedBytes` pile up is terminated. */
-  const sendRaw = (connection: Connection, data: string) => {
+  /**
+   * Sends a serialised frame (a Buffer is sent as a text frame without re-encoding: fan-out
+   * encodes once for every member). A reader that lets more than `maxBufferedBytes` pile up is
+   * terminated.
+   */
+  const sendRaw = (connection: Connection, data: string | Buffer) => {
     const { ws } = connection;
     if (ws.readyState !== WebSocket.OPEN || connection.closing) return;
-    ws.send(data);
+    ws.send(data, { binary: false });
     if (ws.bufferedAmount > maxBufferedBytes) {
       logger.warn({ connectionId: connection.id, userId: connection.userId, buffered: ws.bufferedAmount }, 'slow websocket reader terminated');
       terminate(connection);
@@ -338,7 +342,7 @@ export const createRealtimeGateway = (deps: GatewayDeps) => {
     }
     const members = registry.inChannel(message.channel);
     if (members.size === 0) return;
-    const frame = JSON.stringify({ type: 'chat.message', ...message });
+    const frame = Buffer.from(JSON.stringify({ type: 'chat.message', ...message }));
     for (const connection of [...members]) sendRaw(connection, frame);
   };
 
