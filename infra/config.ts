@@ -657,3 +657,41 @@ export function loadConfig(): StackConfig {
     secretValues,
   };
 }
+
+/** Unwraps defaults, optionals and refinements down to the schema that has the shape. */
+function unwrapSchema(schema: z.ZodTypeAny): z.ZodTypeAny {
+  let current = schema;
+  for (;;) {
+    if (current instanceof z.ZodEffects) current = current.innerType() as z.ZodTypeAny;
+    else if (current instanceof z.ZodDefault) current = current.removeDefault() as z.ZodTypeAny;
+    else if (current instanceof z.ZodOptional) current = current.unwrap() as z.ZodTypeAny;
+    else return current;
+  }
+}
+
+/**
+ * Whether a key as an operator types it after `pulumi config set [--path]` names a setting of this
+ * program: `karaxas-backend:authLockoutThreshold`, `armor.authRateLimit.count`,
+ * `service.registryReaders[0]`, `secretRotation.jwtSecret.rotation`, `gcp:project`, `jwtSecret`.
+ * Used by the runbook test so a documented command never names a key the program would refuse.
+ */
+export function isStackConfigKey(key: string): boolean {
+  if (key === 'gcp:project' || key === 'gcp:region') return true;
+  const local = key.startsWith(`${CONFIG_NAMESPACE}:`) ? key.slice(CONFIG_NAMESPACE.length + 1) : key;
+  if (local.includes(':')) return false;
+  const [head, ...rest] = local.replace(/\[(\d+)\]/g, '.$1').split('.');
+  if (!head) return false;
+  if (SECRET_CONFIG_KEYS.has(head)) return rest.length === 0;
+  if (TUNABLE_KEYS.has(head)) return rest.length === 0 || (head === tunableKey('CORS_ALLOWED_ORIGINS') && rest.length === 1 && /^\d+$/.test(rest[0]!));
+  if (head === 'project' || head === 'region') return false;
+  let schema: z.ZodTypeAny | undefined = (unwrapSchema(stackConfigSchema) as z.AnyZodObject).shape[head] as z.ZodTypeAny | undefined;
+  for (const part of rest) {
+    if (schema === undefined) return false;
+    const inner = unwrapSchema(schema);
+    if (inner instanceof z.ZodObject) schema = (inner.shape as Record<string, z.ZodTypeAny>)[part];
+    else if (inner instanceof z.ZodArray && /^\d+$/.test(part)) schema = inner.element as z.ZodTypeAny;
+    else if (inner instanceof z.ZodRecord) schema = inner.valueSchema as z.ZodTypeAny;
+    else return false;
+  }
+  return schema !== undefined;
+}
