@@ -59,8 +59,8 @@ type Context = {
   io: CliIo;
   parsed: Parsed;
   json: boolean;
-  /** The API client (URL and token resolved); created on first use. */
-  client: () => Promise<OpsClient>;
+  /** The API client (URL and token resolved; `{ public: true }`: the token is optional); created on first use. */
+  client: (options?: { public?: boolean }) => Promise<OpsClient>;
 };
 
 type Command = {
@@ -348,7 +348,7 @@ const policyCommand: Command = {
   },
   run: async ({ client, io, json, parsed }) => {
     const action = positional(parsed, 0, 'a policy action (show, create or activate)');
-    const api = await client();
+    const api = await client({ public: action === 'show' });
     if (action === 'show') {
       noExtraPositionals(parsed, 1);
       const result = await api.releasePolicy({ platform: platformFrom(parsed), version: str(parsed, 'client-version') });
@@ -1177,11 +1177,11 @@ export const runCli = async (argv: readonly string[], env: Env, io: CliIo): Prom
 
   const json = bool(parsed, 'json');
   let cached: OpsClient | undefined;
-  const client = async () => {
+  const client = async (options: { public?: boolean } = {}) => {
     if (cached) return cached;
     const url = str(parsed, 'url') ?? env.KARAXAS_URL;
     if (url === undefined || url.trim() === '') throw new UsageError('--url <url> (or KARAXAS_URL) is required');
-    const token = await resolveToken(parsed, env, true);
+    const token = await resolveToken(parsed, env, options.public !== true);
     const timeoutSeconds = intFrom(str(parsed, 'timeout'), '--timeout', { min: 1, max: 600 }) ?? 30;
     cached = createOpsClient({
       baseUrl: url,
