@@ -78,3 +78,29 @@ export type SecurityAuditService = {
   /** Walks the hash chain from the archive anchor and reports the first broken row. */
   verifyChain: () => Promise<ChainVerification>;
 };
+
+/** Filters of the ops security-audit query (contract §7 `GET /ops/release/security-audit`). */
+export type SecurityAuditQuery = {
+  eventType?: SecurityEventType;
+  userId?: string;
+  /** Inclusive lower bound on created_at. */
+  since?: string | Date;
+  /** Exclusive upper bound on created_at. */
+  until?: string | Date;
+  /** 1 to 500; 50 when absent. */
+  limit?: number;
+  /** The `nextCursor` of the previous page (opaque). */
+  cursor?: string;
+};
+
+/** A page, newest first; `nextCursor` is null on the last page. */
+export type SecurityEventPage = { items: SecurityEvent[]; nextCursor: string | null };
+
+/** Per event type: rows of the last hour / 24 hours, and the all-time total (archived rows included). */
+export type SecurityEventCounts = Record<SecurityEventType, { last1h: number; last24h: number; total: number }>;
+
+/** The read side the ops API uses, next to {@link SecurityAuditService}. */
+export type SecurityAuditQueries = {
+  list: (query: SecurityAuditQuery) => Promise<SecurityEventPage>;
+  countsByType: () => Promise<SecurityEventCounts>;
+};
