@@ -462,7 +462,9 @@ test.serial('rotate-secret drives secretRotation.<secret> through pulumi config:
   t.regex(await readFile(pulumi.store, 'utf8'), /secretRotation\.opsApiToken\.rotation=2\n[^]*secretRotation\.opsApiToken\.confirmed=2/);
 
   t.is((await cli(['rotate-secret', 'sshKey', '--stack', 'prod'], env)).code, 2);
-  t.is((await cli(['rotate-secret', 'jwtSecret', '--stack', 'prod'], { PULUMI_BIN: join(await tempDir(), 'missing-pulumi') })).code, 2);
+  const noPulumi = await cli(['rotate-secret', 'jwtSecret', '--stack', 'prod'], { PULUMI_BIN: join(await tempDir(), 'missing-pulumi') });
+  t.is(noPulumi.code, 2);
+  t.regex(noPulumi.stderr, /could not run ".*missing-pulumi" \(install the Pulumi CLI or set PULUMI_BIN\)/);
 });
 
 // ---------------------------------------------------------------------------------------------

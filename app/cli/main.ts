@@ -864,9 +864,14 @@ const verifyArchiveCommand: Command = {
 const rotatableSecrets = ['jwtSecret', 'opsApiToken', 'dbPassword', 'totpEncryptionKey'] as const;
 
 const runPulumi = (pulumi: string, args: string[]) =>
-  new Promise<{ code: number; stdout: string; stderr: string }>((resolve) => {
+  new Promise<{ code: number; stdout: string; stderr: string; missing: boolean }>((resolve) => {
     execFile(pulumi, args, { timeout: 120_000, maxBuffer: 4 * 1024 * 1024 }, (error, stdout, stderr) =>
-      resolve({ code: error ? (typeof error.code === 'number' ? error.code : 127) : 0, stdout, stderr }),
+      resolve({
+        code: error ? (typeof error.code === 'number' ? error.code : 127) : 0,
+        stdout,
+        stderr,
+        missing: error?.code === 'ENOENT' || error?.code === 'EACCES',
+      }),
     );
   });
 
@@ -905,13 +910,11 @@ const rotateSecretCommand: Command = {
 
     const read = async (field: 'rotation' | 'confirmed') => {
       const result = await runPulumi(pulumi, ['config', 'get', '--path', key(field), '--stack', stack]);
-      if (result.code === 127 && result.stdout === '' && /ENOENT|not found/i.test(result.stderr + String(result.code))) {
-        throw new UsageError(`could not run "${pulumi}" (install the Pulumi CLI or set PULUMI_BIN)`);
-      }
+      if (result.missing) throw new UsageError(`could not run "${pulumi}" (install the Pulumi CLI or set PULUMI_BIN)`);
       if (result.code !== 0) {
         // An unset key: the program's default (generation 1).
         if (/not found|does not exist|configuration key .* not found/i.test(result.stderr)) return 1;
-        throw new UsageError(`pulumi config get ${key(field)} failed: ${result.stderr.trim().split('\n')[0] ?? `exit ${result.code}`}`);
+        throw new UsageError(`pulumi config get ${key(field)} failed: ${result.stderr.trim().split('\n')[0] || `exit ${result.code}`}`);
       }
       const value = Number(result.stdout.trim());
       if (!Number.isInteger(value) || value < 1) throw new UsageError(`${key(field)} is not a positive integer in stack ${stack}`);
@@ -941,7 +944,7 @@ const rotateSecretCommand: Command = {
       for (const args of commands) {
         const result = await runPulumi(pulumi, args);
         if (result.code !== 0) {
-          io.stderr(`pulumi ${args.join(' ')} failed: ${result.stderr.trim().split('\n')[0] ?? ''}\n`);
+          io.stderr(`pulumi ${args.join(' ')} failed: ${result.stderr.trim().split('\n')[0] || `exit ${result.code}`}\n`);
           return 1;
         }
       }
