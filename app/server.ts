@@ -204,7 +204,14 @@ export const startService = async ({ config, logger, port, extraRoutes = [] }: S
   const opsGuard = createOpsGuard({ opsApiToken: config.secrets.opsApiToken, auth, audit, pool, logger });
   const ops = createOpsService({ pool, store: opsStore, adminAudit, audit, auth, authStore, drainCounts: release.drainCounts });
   routes.push(...createReleaseRoutes({ release, opsGuard }), ...createOpsRoutes({ ops, opsGuard }));
-  const passwordReset = createPasswordResetService({ pool, auth, store: authStore, passwords: createPasswordHasher(config.passwordHashing), audit });
+  const passwordReset = createPasswordResetService({
+    pool,
+    auth,
+    store: authStore,
+    passwords: createPasswordHasher(config.passwordHashing),
+    audit,
+    secondFactor: mfa.withSecondFactor,
+  });
   routes.push(...createPasswordResetRoutes({ reset: passwordReset, throttle: authThrottle }));
   await release.start();
   // First of the shutdown hooks: a drain in progress closes its sockets with 4000 (update)
@@ -216,6 +223,7 @@ export const startService = async ({ config, logger, port, extraRoutes = [] }: S
   const housekeeping = setInterval(() => {
     authThrottle.sweep();
     auth.sweepSealedSuccessors().catch((error: unknown) => logger.warn({ err: error }, 'refresh-token housekeeping failed'));
+    mfa.sweepChallenges().catch((error: unknown) => logger.warn({ err: error }, 'MFA challenge housekeeping failed'));
   }, 60_000).unref();
   shutdownHooks.push(() => clearInterval(housekeeping));
 

@@ -69,7 +69,7 @@ export type MfaDeps = {
   now?: () => number;
 };
 
-type Purpose = 'login' | 'activate' | 'disable' | 'recovery_codes';
+type Purpose = 'login' | 'activate' | 'disable' | 'recovery_codes' | 'password_reset';
 
 type Work<T> = (tx: Queryable, totp: TotpRow) => Promise<{ result: T; events?: SecurityEventInput[] }>;
 
@@ -417,6 +417,23 @@ export const createMfaService = (deps: MfaDeps) => {
 
     /** Housekeeping: forgets challenges that ended over an hour ago. */
     sweepChallenges: () => store.deleteStaleChallenges(pool),
+
+    /**
+     * For other features' sensitive actions (the password reset): checks a TOTP or recovery code
+     * of a user with MFA on and runs `work` in the transaction that consumes it.
+     * @throws {AppError} invalid_mfa_code, account_locked, mfa_not_enabled
+     */
+    withSecondFactor: async <T>(meta: RequestMeta, user: UserRow, code: string, purpose: 'password_reset', work: (tx: Queryable) => Promise<T>) =>
+      (
+        await withAcceptedCode(
+          meta,
+          user,
+          code,
+          purpose,
+          { state: 'active', allowRecovery: true, onMissing: notEnabled, onOtherState: notEnabled },
+          async (tx) => ({ result: await work(tx) }),
+        )
+      ).result,
   };
   return service;
 };
