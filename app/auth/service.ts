@@ -4,7 +4,7 @@
  * transaction together with the security event that describes it.
  */
 import { createHash, createHmac, randomBytes, randomUUID } from 'node:crypto';
-import type { DatabasePool } from 'slonik';
+import type { CommonQueryMethods as Queryable, DatabasePool } from 'slonik';
 import type { RequestMeta, SecurityAuditService, SecurityEventInput } from '../audit/types.js';
 import type { Config } from '../config/index.js';
 import { deriveKey, seal, sealingKey, unseal, UnsealError } from '../crypto/seal.js';
@@ -379,12 +379,19 @@ export const createAuthService = (deps: AuthDeps) => {
     findUser: (userId: string) => store.findUserById(pool, userId),
 
     /** Kept in step with the MFA feature's enrollment state, inside its transaction. */
-    setMfaEnabled: (tx: Parameters<SecurityAuditService['record']>[0], userId: string, enabled: boolean) =>
+    setMfaEnabled: (tx: Queryable, userId: string, enabled: boolean) =>
       store.setMfaEnabled(tx, userId, enabled),
 
     /** Revokes every active session of a user (MFA disabled, ops actions), inside the caller's transaction. */
-    revokeUserSessionsIn: (tx: Parameters<SecurityAuditService['record']>[0], userId: string, reason: RevocationReason) =>
-      store.revokeUserSessions(tx, { userId, reason }),
+    revokeUserSessionsIn: (tx: Queryable, userId: string, reason: RevocationReason) => store.revokeUserSessions(tx, { userId, reason }),
+
+    // Account changes other features make inside their own transaction (the ops API); the
+    // caller records the audit rows that go with them.
+    findUserIn: (tx: Queryable, userId: string) => store.findUserById(tx, userId),
+    /** Revokes every active session of every user (token-leak response); returns how many. */
+    revokeAllSessionsIn: (tx: Queryable, reason: RevocationReason) => store.revokeAllSessions(tx, reason),
+    setRoleIn: (tx: Queryable, userId: string, role: Role) => store.setRole(tx, userId, role),
+    requirePasswordResetIn: (tx: Queryable, userId: string) => store.setPasswordResetRequired(tx, userId, true),
 
     logout: (meta: RequestMeta, auth: AuthContext) =>
       pool.transaction(async (tx) => {

@@ -12,7 +12,7 @@ import { InvalidSecurityAuditQueryError, scrubDetails } from '../audit/service.j
 import type { Queryable, RequestMeta, SecurityAuditQueries, SecurityAuditService } from '../audit/types.js';
 import type { AuthService, RevocationReason } from '../auth/service.js';
 import { toPublicUser } from '../auth/service.js';
-import type { AuthStore, Role } from '../auth/store.js';
+import type { Role } from '../auth/store.js';
 import { AppError } from '../http/errors.js';
 import type { OpsCaller } from './guard.js';
 import type {
@@ -90,17 +90,16 @@ export type OpsDeps = {
   store: OpsStore;
   adminAudit: AdminAuditRecorder;
   audit: SecurityAuditService & SecurityAuditQueries;
-  auth: Pick<AuthService, 'revokeUserSessionsIn'>;
-  authStore: Pick<AuthStore, 'findUserById' | 'setRole' | 'setPasswordResetRequired' | 'revokeAllSessions'>;
+  auth: Pick<AuthService, 'revokeUserSessionsIn' | 'revokeAllSessionsIn' | 'findUserIn' | 'setRoleIn' | 'requirePasswordResetIn'>;
   /** Drains by outcome, from the release feature. */
   drainCounts: () => Promise<{ started: number; completed: number; failed: number }>;
 };
 
 export const createOpsService = (deps: OpsDeps) => {
-  const { pool, store, adminAudit, audit, auth, authStore, drainCounts } = deps;
+  const { pool, store, adminAudit, audit, auth, drainCounts } = deps;
 
   const userOr404 = async (db: Queryable, userId: string) => {
-    const user = await authStore.findUserById(db, userId);
+    const user = await auth.findUserIn(db, userId);
     if (!user) throw new AppError('not_found');
     return user;
   };
@@ -189,7 +188,7 @@ export const createOpsService = (deps: OpsDeps) => {
           });
           return revoked.length;
         }
-        const revoked = await authStore.revokeAllSessions(tx, 'ops_revoked_all');
+        const revoked = await auth.revokeAllSessionsIn(tx, 'ops_revoked_all');
         await adminAudit.record(tx, caller, meta, { action: 'sessions.revoke_all', target: '*', details: { reason: input.reason, revoked } });
         await audit.record(tx, meta, {
           type: 'session_bulk_revocation',
@@ -208,7 +207,7 @@ export const createOpsService = (deps: OpsDeps) => {
       pool.transaction(async (tx) => {
         const before = await userOr404(tx, userId);
         const changed = before.role !== role;
-        const user = changed ? ((await authStore.setRole(tx, userId, role)) ?? before) : before;
+        const user = changed ? ((await auth.setRoleIn(tx, userId, role)) ?? before) : before;
         const revoked = changed ? await auth.revokeUserSessionsIn(tx, userId, 'role_changed') : [];
         await adminAudit.record(tx, caller, meta, {
           action: 'user.role',
@@ -232,7 +231,7 @@ export const createOpsService = (deps: OpsDeps) => {
     forcePasswordReset: (caller: OpsCaller, meta: RequestMeta, userId: string) =>
       pool.transaction(async (tx) => {
         await userOr404(tx, userId);
-        const user = await authStore.setPasswordResetRequired(tx, userId, true);
+        const user = await auth.requirePasswordResetIn(tx, userId);
         if (!user) throw new AppError('not_found');
         const revoked = await auth.revokeUserSessionsIn(tx, userId, 'password_reset_forced');
         await adminAudit.record(tx, caller, meta, { action: 'user.force_password_reset', target: userId, details: { revoked: revoked.length } });
