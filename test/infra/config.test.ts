@@ -7,7 +7,9 @@ import { z } from 'zod';
 import { tunableSchemas, type TunableName } from '../../app/config/tunables.js';
 import { TUNABLE_KEYS, parseStackSettings, StackConfigError, tunableKey } from '../../infra/config.js';
 import { readStackConfig } from '../../infra/offline/run.js';
-import { TEST_IMAGE, runPlan } from './helpers.js';
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import { ROOT, TEST_IMAGE, runPlan } from './helpers.js';
 
 /** The raw config of a stack file as the program sees it (namespace stripped). */
 function raw(stack: string, overrides: Record<string, unknown> = {}): Record<string, string | undefined> {
@@ -160,6 +162,26 @@ test('an out-of-bounds tunable is refused with the stack key named, at the bound
   t.deepEqual(problems('prod', { chatRateLimitMax: '2.5' }), ['karaxas-backend:chatRateLimitMax: must be a whole number (CHAT_RATE_LIMIT_MAX)']);
 });
 
+test('docs/infra.md lists every tunable with the bounds of app/config/tunables.ts', (t) => {
+  const doc = readFileSync(path.join(ROOT, 'docs/infra.md'), 'utf8');
+  const section = doc.slice(doc.indexOf('### App tunables'), doc.indexOf('## First-time bootstrap'));
+  const documented = new Map<string, { key: string; bounds?: string }>();
+  for (const line of section.split('\n').filter((l) => /^\| `[a-z]/.test(l))) {
+    const [keys = '', envs = '', bounds = ''] = line.split('|').slice(1).map((c) => c.trim());
+    const keyList = [...keys.matchAll(/`(\w+)`/g)].map((m) => m[1]!);
+    const envList = [...envs.matchAll(/`(\w+)`/g)].map((m) => m[1]!);
+    const boundList = bounds.split(' / ');
+    envList.forEach((env, i) => documented.set(env, { key: keyList[i]!, bounds: boundList[i] }));
+  }
+  t.deepEqual([...documented.keys()].sort(), Object.keys(tunableSchemas).sort());
+  for (const [env, { key, bounds }] of documented) {
+    t.is(key, tunableKey(env as TunableName), env);
+    if (env === 'CORS_ALLOWED_ORIGINS') continue;
+    const { min, max } = appBounds(env as TunableName);
+    t.regex(bounds ?? '', new RegExp(`^${min}–${max}\\b`), `${env}: docs say ${bounds}, tunables.ts ${min}–${max}`);
+  }
+});
+
 test("the app's cross-field rules apply, naming the stack keys", (t) => {
   t.deepEqual(problems('prod', { authLockoutBaseSeconds: '600', authLockoutMaxSeconds: '300' }), [
     'karaxas-backend:authLockoutMaxSeconds: must be at least karaxas-backend:authLockoutBaseSeconds (AUTH_LOCKOUT_MAX_SECONDS)',
@@ -172,7 +194,7 @@ test('perimeter settings: deny-list ranges and path throttles are validated', (t
   t.deepEqual(problems('prod', armor({ denySourceRanges: ['198.51.100.0'] })), [
     'karaxas-backend:armor.denySourceRanges.0: must be an IPv4 or IPv6 range in CIDR notation, e.g. 198.51.100.0/24',
   ]);
-  t.deepEqual(problems('prod', armor({ denySourceRanges: ['300.1.1.0/24'] })).length, 1);
+  t.is(problems('prod', armor({ denySourceRanges: ['300.1.1.0/24'] })).length, 1);
   const throttle = { path: '/auth/login', count: 10, intervalSec: 60 };
   t.deepEqual(problems('prod', armor({ pathThrottles: [throttle] })), []);
   t.regex(problems('prod', armor({ pathThrottles: [{ ...throttle, path: "/auth/login')||true||('" }] }))[0] ?? '', /^karaxas-backend:armor\.pathThrottles\.0\.path: must be a path/);
