@@ -80,14 +80,22 @@ export const createRateLimiter = (options: RateLimitOptions): Middleware<AppStat
     let passed: boolean;
     if (redisLimiter) {
       const attempt = { entered: false };
-      try {
-        passed = await run(redisLimiter, ctx, next, attempt);
+      const redisAnswered = () => {
         if (redisFailing) {
           redisFailing = false;
           options.logger.info({ limiter: options.namespace }, 'rate limiting back on the shared Redis budget');
         }
+      };
+      try {
+        passed = await run(redisLimiter, ctx, next, attempt);
+        redisAnswered();
       } catch (error) {
-        if (attempt.entered) throw error;
+        if (attempt.entered) {
+          // Redis answered; the error is the route's (a 4xx, …). Without noting the recovery here,
+          // a recovery seen only by failing requests went unlogged, and so did the next outage.
+          redisAnswered();
+          throw error;
+        }
         if (!redisFailing) {
           redisFailing = true;
           options.logger.warn({ err: error, limiter: options.namespace }, 'Redis unavailable; rate limiting per instance');
