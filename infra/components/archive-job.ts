@@ -14,7 +14,7 @@
 import * as pulumi from '@pulumi/pulumi';
 import * as gcp from '@pulumi/gcp';
 import { COMPONENT_TYPE_PREFIX, serviceAccountMember, type BaseArgs } from './common.js';
-import { assertPinnedRef, assertPinnedVersion, checkServiceEnv, type SecretFile, type SecretRefEnv } from './service.js';
+import { checkServiceEnv, containerEnvs, secretFileVolumes, type SecretFile, type SecretRefEnv } from './service.js';
 
 /** The CLI subcommand the job runs. */
 export const ARCHIVE_SUBCOMMAND = 'archive-security-audit';
@@ -82,15 +82,7 @@ export class ArchiveJob extends pulumi.ComponentResource {
         ),
     );
 
-    const envs = [
-      ...Object.keys(args.env)
-        .sort()
-        .map((n) => ({ name: n, value: args.env[n] })),
-      ...Object.keys(args.secretRefs)
-        .sort()
-        .map((n) => ({ name: n, value: pulumi.output(args.secretRefs[n]!.versionName).apply((ref) => assertPinnedRef(n, ref)) })),
-    ];
-    const files = Object.entries(args.secretFiles ?? {});
+    const { volumes, volumeMounts } = secretFileVolumes(args.secretFiles ?? {});
 
     this.job = new gcp.cloudrunv2.Job(
       `${p}-archive`,
@@ -113,22 +105,15 @@ export class ArchiveJob extends pulumi.ComponentResource {
               networkInterfaces: [{ network: args.networkId, subnetwork: args.subnetId }],
               egress: 'PRIVATE_RANGES_ONLY',
             },
-            volumes: files.map(([volume, f]) => ({
-              name: volume,
-              secret: {
-                secret: f.secret,
-                defaultMode: 0o444,
-                items: [{ path: f.fileName, version: pulumi.output(f.version).apply((v) => assertPinnedVersion(volume, v)) }],
-              },
-            })),
+            volumes,
             containers: [
               {
                 name: 'archive',
                 image: args.image,
                 commands: [args.command[0]!],
                 args: [...args.command.slice(1), ARCHIVE_SUBCOMMAND, '--to', args.destination],
-                envs,
-                volumeMounts: files.map(([volume, f]) => ({ name: volume, mountPath: f.mountDir })),
+                envs: containerEnvs(args.env, args.secretRefs),
+                volumeMounts,
                 resources: { limits: { cpu: '1', memory: '512Mi' } },
               },
             ],

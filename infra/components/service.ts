@@ -119,6 +119,34 @@ export function assertPinnedVersion(name: string, version: string): string {
   return version;
 }
 
+/** The container env: plain values, then the `*_SECRET_REF` names (each asserted pinned), sorted by name. */
+export function containerEnvs(env: Record<string, pulumi.Input<string>>, secretRefs: Record<string, SecretRefEnv>) {
+  return [
+    ...Object.keys(env)
+      .sort()
+      .map((name) => ({ name, value: env[name] })),
+    ...Object.keys(secretRefs)
+      .sort()
+      .map((name) => ({ name, value: pulumi.output(secretRefs[name]!.versionName).apply((ref) => assertPinnedRef(name, ref)) })),
+  ];
+}
+
+/** Volumes and mounts of secret versions mounted as files (versions asserted pinned). */
+export function secretFileVolumes(secretFiles: Record<string, SecretFile>) {
+  const files = Object.entries(secretFiles);
+  return {
+    volumes: files.map(([volume, f]) => ({
+      name: volume,
+      secret: {
+        secret: f.secret,
+        defaultMode: 0o444,
+        items: [{ path: f.fileName, version: pulumi.output(f.version).apply((v) => assertPinnedVersion(volume, v)) }],
+      },
+    })),
+    volumeMounts: files.map(([volume, f]) => ({ name: volume, mountPath: f.mountDir })),
+  };
+}
+
 export class Service extends pulumi.ComponentResource {
   public readonly serviceAccount: gcp.serviceaccount.Account;
   public readonly repository: gcp.artifactregistry.Repository;
@@ -188,26 +216,7 @@ export class Service extends pulumi.ComponentResource {
         ),
     );
 
-    const plainEnvs = Object.keys(args.env)
-      .sort()
-      .map((envName) => ({ name: envName, value: args.env[envName] }));
-    const refEnvs = Object.keys(args.secretRefs)
-      .sort()
-      .map((envName) => ({
-        name: envName,
-        value: pulumi.output(args.secretRefs[envName]!.versionName).apply((ref) => assertPinnedRef(envName, ref)),
-      }));
-
-    const files = Object.entries(args.secretFiles ?? {});
-    const volumes = files.map(([volume, f]) => ({
-      name: volume,
-      secret: {
-        secret: f.secret,
-        defaultMode: 0o444,
-        items: [{ path: f.fileName, version: pulumi.output(f.version).apply((v) => assertPinnedVersion(volume, v)) }],
-      },
-    }));
-    const volumeMounts = files.map(([volume, f]) => ({ name: volume, mountPath: f.mountDir }));
+    const { volumes, volumeMounts } = secretFileVolumes(args.secretFiles ?? {});
 
     const readinessPath = args.readinessPath ?? '/readyz';
     const livenessPath = args.livenessPath ?? '/healthz';
@@ -244,7 +253,7 @@ export class Service extends pulumi.ComponentResource {
               name: 'api',
               image: args.image,
               ports: { name: 'http1', containerPort: CONTAINER_PORT },
-              envs: [...plainEnvs, ...refEnvs],
+              envs: containerEnvs(args.env, args.secretRefs),
               volumeMounts,
               resources: {
                 limits: { cpu: args.cpu, memory: args.memory },
