@@ -4,7 +4,7 @@
  * Refused wherever the service is deployed.
  */
 import { randomBytes } from 'node:crypto';
-import { chmod, mkdir, readFile, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ConfigError } from './index.js';
 
@@ -43,15 +43,33 @@ export const prepareLocalProfile = async (
     // o+x only: the embedded server's OS user must pass through; listing and reading stay private.
     await mkdir(dataDirectory, { recursive: true, mode: 0o711 });
     await chmod(dataDirectory, 0o711);
+    let stored: string | undefined;
     try {
-      secrets = JSON.parse(await readFile(secretsFile, 'utf8')) as LocalSecrets;
+      stored = await readFile(secretsFile, 'utf8');
     } catch (error) {
       if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
+    }
+    if (stored !== undefined && stored.trim() !== '') {
+      try {
+        secrets = JSON.parse(stored) as LocalSecrets;
+      } catch {
+        throw new ConfigError('KARAXAS_DATA_DIR', `(${dataDirectory}) holds a corrupt local-secrets.json; delete it to generate new local secrets`);
+      }
+    } else {
+      // An empty file is what a write cut short by a full disk leaves: it never held secrets.
+      if (stored !== undefined) await rm(secretsFile, { force: true });
       secrets = generatedSecrets();
-      await writeFile(secretsFile, `${JSON.stringify(secrets, null, 2)}\n`, { mode: 0o600, flag: 'wx' });
+      try {
+        await writeFile(secretsFile, `${JSON.stringify(secrets, null, 2)}\n`, { mode: 0o600, flag: 'wx' });
+      } catch (error) {
+        // Never leave a partial file behind (it would fail every later start), unless another start wrote it.
+        if ((error as NodeJS.ErrnoException).code !== 'EEXIST') await rm(secretsFile, { force: true }).catch(() => undefined);
+        throw error;
+      }
     }
     await chmod(secretsFile, 0o600);
   } catch (error) {
+    if (error instanceof ConfigError) throw error;
     const code = (error as NodeJS.ErrnoException).code ?? 'unknown error';
     throw new ConfigError('KARAXAS_DATA_DIR', `(${dataDirectory}) is not writable or is full (${code})`);
   }
