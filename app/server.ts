@@ -12,6 +12,7 @@ import { createPasswordHasher } from './auth/passwords.js';
 import { createAuthRoutes } from './auth/routes.js';
 import { createAuthService } from './auth/service.js';
 import { createAuthStore } from './auth/store.js';
+import { createRevocationCache } from './auth/revocation-cache.js';
 import { createAccessTokenIssuer } from './auth/tokens.js';
 import type { Config } from './config/index.js';
 import { createDatabasePool, type DatabasePool } from './db/pool.js';
@@ -143,7 +144,11 @@ export const startService = async ({ config, logger, port, extraRoutes = [] }: S
 
   // Features.
   const audit = createSecurityAuditService({ store: createSecurityAuditStore(pool), logger });
+  // The LISTEN/NOTIFY hub (realtime below) is created first: authentication's revocation cache listens on it.
+  const hub = createNotificationHub({ database: config.database, logger });
+  const revocations = createRevocationCache({ hub, pool, logger });
   const auth = createAuthService({
+    revocations,
     pool,
     store: createAuthStore(pool),
     audit,
@@ -173,18 +178,18 @@ export const startService = async ({ config, logger, port, extraRoutes = [] }: S
 
   // Realtime: the LISTEN/NOTIFY hub (chat fan-out, session revocations; usable by other
   // features), tickets and chat, and the /ws gateway attached to the server below.
-  const hub = createNotificationHub({ database: config.database, logger });
   const realtime = createRealtimeService({ pool, store: createRealtimeStore(pool), audit, hub, config, logger });
   const gateway = createRealtimeGateway({ config, logger, realtime, hub, isDraining: () => draining });
   routes.push(...createRealtimeRoutes({ auth, realtime, chat: config.chat }));
   // One connection and a LISTEN per channel: a few milliseconds. Never fails the boot; it retries.
-  await Promise.all([hub.start(), gateway.ready]);
+  await Promise.all([hub.start(), gateway.ready, revocations.start()]);
   const realtimeHousekeeping = setInterval(() => {
     realtime.sweep().catch((error: unknown) => logger.warn({ err: error }, 'realtime housekeeping failed'));
   }, 60_000).unref();
   shutdownHooks.push(async () => {
     clearInterval(realtimeHousekeeping);
     await gateway.shutdown();
+    await revocations.close();
     await hub.close();
   });
 

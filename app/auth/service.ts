@@ -11,6 +11,7 @@ import { deriveKey, seal, sealingKey, unseal, UnsealError } from '../crypto/seal
 import { AppError } from '../http/errors.js';
 import type { Logger } from '../logger.js';
 import type { PasswordHasher } from './passwords.js';
+import type { RevocationCache } from './revocation-cache.js';
 import type { AuthStore, Role, SessionRow, UserRow } from './store.js';
 import { InvalidAccessTokenError, type AccessTokenIssuer } from './tokens.js';
 
@@ -68,6 +69,8 @@ export type AuthDeps = {
   tokens: AccessTokenIssuer;
   config: Pick<Config, 'tokens' | 'authThrottle' | 'secrets'>;
   logger: Logger;
+  /** Sessions known active (./revocation-cache.ts): authenticate skips the session lookup while it is trusted. */
+  revocations?: RevocationCache;
 };
 
 const REFRESH_TOKEN_PREFIX = 'kxr_';
@@ -365,8 +368,12 @@ export const createAuthService = (deps: AuthDeps) => {
         if (error instanceof InvalidAccessTokenError) throw unauthorized();
         throw error;
       }
+      const known = deps.revocations?.get(claims.sid);
+      if (known !== undefined && known.userId === claims.sub) return { userId: claims.sub, sessionId: claims.sid, role: known.role, amr: known.amr };
+      const mark = deps.revocations?.mark();
       const session = await store.findSession(pool, claims.sid);
       if (!session || session.revoked_at !== null || session.expired || session.user_id !== claims.sub) throw unauthorized();
+      if (mark !== undefined) deps.revocations?.remember(mark, session);
       return { userId: claims.sub, sessionId: claims.sid, role: session.role, amr: session.amr };
     },
 
