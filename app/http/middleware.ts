@@ -3,6 +3,7 @@
  * request context → access log → error envelope → secure headers → CORS → body size guard → routes.
  */
 import { randomUUID } from 'node:crypto';
+import { STATUS_CODES } from 'node:http';
 import { isIP } from 'node:net';
 import type { Duplex } from 'node:stream';
 import cors from '@koa/cors';
@@ -19,7 +20,7 @@ import {
 } from 'slonik';
 import type { Config } from '../config/index.js';
 import type { Logger } from '../logger.js';
-import { AppError, constraintErrors, errorRegistry } from './errors.js';
+import { AppError, constraintErrors, errorRegistry, type ErrorCode } from './errors.js';
 import type { AppContext, AppState } from './route.js';
 
 const requestIdPattern = /^[A-Za-z0-9._:-]{1,128}$/;
@@ -166,7 +167,7 @@ export const errorEnvelope = (): Middleware<AppState> => async (ctx, next) => {
   }
 };
 
-const permissionsPolicy = [
+export const permissionsPolicy = [
   'accelerometer=()',
   'camera=()',
   'display-capture=()',
@@ -231,34 +232,52 @@ export const bodySizeGuard =
   };
 
 /**
+ * Writes the contract's error envelope, with a request id and the secure headers, straight to a
+ * socket and closes it: for the paths that never reach Koa (requests Node's parser rejects,
+ * refused websocket upgrades).
+ */
+export const writeRawError = (
+  socket: Duplex,
+  code: ErrorCode,
+  options: { requestId?: string; secure?: boolean; headers?: Record<string, string> } = {},
+) => {
+  if (!socket.writable) {
+    socket.destroy();
+    return;
+  }
+  const requestId = options.requestId ?? randomUUID();
+  const { status, message } = errorRegistry[code];
+  const body = JSON.stringify({ error: { code, message, requestId } });
+  const lines = [
+    `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? 'Error'}`,
+    'Content-Type: application/json; charset=utf-8',
+    `Content-Length: ${Buffer.byteLength(body)}`,
+    `X-Request-ID: ${requestId}`,
+    'Cache-Control: no-store',
+    'X-Content-Type-Options: nosniff',
+    'X-Frame-Options: DENY',
+    'Referrer-Policy: no-referrer',
+    `Permissions-Policy: ${permissionsPolicy}`,
+    ...(options.secure ? ['Strict-Transport-Security: max-age=63072000; includeSubDomains'] : []),
+    ...Object.entries(options.headers ?? {}).map(([name, value]) => `${name}: ${value}`),
+    'Connection: close',
+    '',
+    body,
+  ];
+  socket.end(lines.join('\r\n'), () => socket.destroy());
+  // A peer that never reads must not keep the socket open.
+  setTimeout(() => socket.destroy(), 2_000).unref();
+};
+
+/**
  * Requests Node's HTTP parser rejects (malformed headers, oversized header blocks, clients too
- * slow to send them) never reach Koa. They still get the contract's envelope, a fresh request id
- * and the secure headers, and the connection is closed.
+ * slow to send them) never reach Koa; they still get the envelope (see {@link writeRawError}).
  */
 export const writeClientError = (error: NodeJS.ErrnoException, socket: Duplex) => {
-  if (!socket.writable || (error.code === 'ECONNRESET' && !socket.readable)) {
+  if (error.code === 'ECONNRESET' && !socket.readable) {
     socket.destroy();
     return;
   }
   const timedOut = error.code === 'ERR_HTTP_REQUEST_TIMEOUT' || error.code === 'HPE_HEADER_TIMEOUT';
-  const code = timedOut ? 'request_timeout' : 'bad_request';
-  const { status, message } = errorRegistry[code];
-  const requestId = randomUUID();
-  const body = JSON.stringify({ error: { code, message, requestId } });
-  socket.end(
-    [
-      `HTTP/1.1 ${status} ${timedOut ? 'Request Timeout' : 'Bad Request'}`,
-      'Content-Type: application/json; charset=utf-8',
-      `Content-Length: ${Buffer.byteLength(body)}`,
-      `X-Request-ID: ${requestId}`,
-      'Cache-Control: no-store',
-      'X-Content-Type-Options: nosniff',
-      'X-Frame-Options: DENY',
-      'Referrer-Policy: no-referrer',
-      `Permissions-Policy: ${permissionsPolicy}`,
-      'Connection: close',
-      '',
-      body,
-    ].join('\r\n'),
-  );
+  writeRawError(socket, timedOut ? 'request_timeout' : 'bad_request');
 };

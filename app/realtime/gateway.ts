@@ -24,8 +24,8 @@ import { WebSocket, WebSocketServer, type RawData } from 'ws';
 import type { RequestMeta } from '../audit/types.js';
 import type { Config } from '../config/index.js';
 import { parseSessionRevoked, SESSION_REVOKED_CHANNEL, type NotificationHub } from '../db/notifications.js';
-import { AppError, errorRegistry, type ErrorCode, type ErrorDetail } from '../http/errors.js';
-import { acceptRequestId, clientIpOf } from '../http/middleware.js';
+import { AppError, type ErrorCode, type ErrorDetail } from '../http/errors.js';
+import { acceptRequestId, clientIpOf, writeRawError } from '../http/middleware.js';
 import { clientPlatforms, type ClientPlatform } from '../http/request-meta.js';
 import type { Logger } from '../logger.js';
 import { CHAT_NOTIFY_CHANNEL, channelNamePattern, parseChatNotification, type ChatMessage, type RealtimeService } from './service.js';
@@ -191,21 +191,6 @@ export type GatewayDeps = {
   /** Session polling period while the notification listener is down. */
   revocationPollMs?: number;
 };
-
-const reasonPhrases: Record<number, string> = {
-  400: 'Bad Request',
-  401: 'Unauthorized',
-  403: 'Forbidden',
-  404: 'Not Found',
-  405: 'Method Not Allowed',
-  426: 'Upgrade Required',
-  429: 'Too Many Requests',
-  500: 'Internal Server Error',
-  503: 'Service Unavailable',
-};
-
-const permissionsPolicy =
-  'accelerometer=(), camera=(), display-capture=(), geolocation=(), gyroscope=(), magnetometer=(), microphone=(), payment=(), usb=(), interest-cohort=()';
 
 const header = (req: IncomingMessage, name: string): string | undefined => {
   const value = req.headers[name];
@@ -566,33 +551,10 @@ export const createRealtimeGateway = (deps: GatewayDeps) => {
     requestId: string,
     extraHeaders: Record<string, string> = {},
   ) => {
-    if (!socket.writable) {
-      socket.destroy();
-      return;
-    }
-    const { status, message } = errorRegistry[code];
-    const body = JSON.stringify({ error: { code, message, requestId } });
     const secure =
       (socket as Duplex & { encrypted?: boolean }).encrypted === true ||
       (config.http.trustProxy && (header(req, 'x-forwarded-proto') ?? '').split(',')[0]?.trim() === 'https');
-    const lines = [
-      `HTTP/1.1 ${status} ${reasonPhrases[status] ?? 'Error'}`,
-      'Content-Type: application/json; charset=utf-8',
-      `Content-Length: ${Buffer.byteLength(body)}`,
-      `X-Request-ID: ${requestId}`,
-      'Cache-Control: no-store',
-      'X-Content-Type-Options: nosniff',
-      'X-Frame-Options: DENY',
-      'Referrer-Policy: no-referrer',
-      `Permissions-Policy: ${permissionsPolicy}`,
-      ...(secure ? ['Strict-Transport-Security: max-age=63072000; includeSubDomains'] : []),
-      ...Object.entries(extraHeaders).map(([name, value]) => `${name}: ${value}`),
-      'Connection: close',
-      '',
-      body,
-    ];
-    socket.end(lines.join('\r\n'), () => socket.destroy());
-    setTimeout(() => socket.destroy(), 2_000).unref();
+    writeRawError(socket, code, { requestId, secure, headers: extraHeaders });
   };
 
   const isValidHandshake = (req: IncomingMessage) => {
