@@ -37,6 +37,7 @@ import { createOpsGuard } from './ops/guard.js';
 import { createOpsRoutes } from './ops/routes.js';
 import { createAdminAuditRecorder, createOpsService } from './ops/service.js';
 import { createOpsStore } from './ops/store.js';
+import { createOpsConsole } from './ops/console/routes.js';
 import { createGatewayDrainTarget } from './realtime/drain.js';
 import { createReleaseGate } from './release/gate.js';
 import { createReleaseRoutes } from './release/routes.js';
@@ -180,7 +181,7 @@ export const startService = async ({ config, logger, port, extraRoutes = [] }: S
   // features), tickets and chat, and the /ws gateway attached to the server below.
   const realtime = createRealtimeService({ pool, store: createRealtimeStore(pool), audit, hub, config, logger });
   const gateway = createRealtimeGateway({ config, logger, realtime, hub, isDraining: () => draining });
-  routes.push(...createRealtimeRoutes({ auth, realtime, chat: config.chat }));
+  routes.push(...createRealtimeRoutes({ auth, realtime, chat: config.chat, clientGate: [releaseGate] }));
   // One connection and a LISTEN per channel: a few milliseconds. Never fails the boot; it retries.
   await Promise.all([hub.start(), gateway.ready, revocations.start()]);
   const realtimeHousekeeping = setInterval(() => {
@@ -233,6 +234,8 @@ export const startService = async ({ config, logger, port, extraRoutes = [] }: S
   shutdownHooks.push(() => clearInterval(housekeeping));
 
   const app = createHttpApp({ config, logger, routes });
+  // The ops console's static files (GET /ops/console): after the router, behind the platform middleware.
+  app.use(createOpsConsole());
   // Outermost, so that it sees every response (routes answer without calling `next`): while
   // draining, ask keep-alive clients to reconnect elsewhere after this response. Without it a
   // kept-alive socket holds server.close() open until the shutdown deadline.
@@ -242,8 +245,12 @@ export const startService = async ({ config, logger, port, extraRoutes = [] }: S
   });
   // headersTimeout/requestTimeout are enforced by a periodic sweep (default every 30 s), so a
   // slow-header client could hold its socket up to 40 s; sweep every second instead.
-  const server = createServer({ connectionsCheckingInterval: 1_000 }, app.callback());
+  const handleRequest = app.callback();
+  const server = createServer({ connectionsCheckingInterval: 1_000 }, handleRequest);
   server.on('clientError', writeClientError);
+  // An Expect other than 100-continue: Node would answer a bare 417 (no envelope, no request id,
+  // no security headers); the expectation is ignored instead, as RFC 9110 allows.
+  server.on('checkExpectation', handleRequest);
   gateway.attach(server);
   // Slow-header and slow-body clients must not pin sockets (slowloris).
   server.headersTimeout = 10_000;

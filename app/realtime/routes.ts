@@ -2,18 +2,21 @@
  * HTTP routes of the realtime feature: websocket tickets and the chat twins of the websocket
  * frames (contract §3, §5). The websocket itself is served by ./gateway.ts.
  */
+import type { Middleware } from 'koa';
 import { z } from 'zod';
 import { authOf, requireUser } from '../auth/guard.js';
 import type { AuthService } from '../auth/service.js';
 import { AppError } from '../http/errors.js';
 import { requestMeta } from '../http/request-meta.js';
-import { defineRoute, type AnyRoute } from '../http/route.js';
+import { defineRoute, type AnyRoute, type AppState } from '../http/route.js';
 import { channelNamePattern, clientMsgIdPattern, validateChatText, type RealtimeService } from './service.js';
 
 export type RealtimeRouteDeps = {
   auth: Pick<AuthService, 'authenticate'>;
   realtime: RealtimeService;
   chat: { maxMessageLength: number; rateLimitMax: number };
+  /** The release policy's client update gate, applied to ticket issuance. */
+  clientGate?: Middleware<AppState>[];
 };
 
 export const chatMessageSchema = z.object({
@@ -30,7 +33,7 @@ const channelParams = z.object({
   channel: z.string().regex(channelNamePattern, 'must be 1-64 characters: a-z, 0-9, ".", "_", "-", starting with a letter or digit'),
 });
 
-export const createRealtimeRoutes = ({ auth, realtime, chat }: RealtimeRouteDeps): AnyRoute[] => {
+export const createRealtimeRoutes = ({ auth, realtime, chat, clientGate = [] }: RealtimeRouteDeps): AnyRoute[] => {
   const signedIn = requireUser(auth);
   const sendBody = z
     .object({
@@ -62,8 +65,10 @@ export const createRealtimeRoutes = ({ auth, realtime, chat }: RealtimeRouteDeps
           body: z.object({ ticket: z.string(), expiresIn: z.number().int() }),
         },
       },
-      errors: ['unauthorized', 'rate_limited'],
-      middleware: [signedIn],
+      errors: ['unauthorized', 'rate_limited', 'client_update_required'],
+      // The release gate too: after a forced update, an outdated client holding a still-valid
+      // access token must not reconnect its socket and dodge the drain.
+      middleware: [signedIn, ...clientGate],
       handler: async ({ ctx }) => ({ status: 201, body: await realtime.issueTicket(requestMeta(ctx), authOf(ctx.state)) }),
     }),
     defineRoute({
