@@ -331,6 +331,12 @@ test('regenerating recovery codes needs a TOTP code and voids every earlier code
   t.is(fresh.status, 200);
   const stored = await query<{ n: string }>(service, 'SELECT count(*) AS n FROM mfa_recovery_codes WHERE user_id = $1', [account.id]);
   t.is(Number(stored[0]!.n), 10, 'only the current generation is kept');
+  const events = await query<{ n: string }>(
+    service,
+    "SELECT count(*) AS n FROM security_event_audit WHERE user_id = $1 AND event_type = 'recovery_codes_regenerated'",
+    [account.id],
+  );
+  t.is(Number(events[0]!.n), 1, 'the regeneration is on the security trail');
 });
 
 test('the TOTP secret is stored sealed: no plaintext in the table, bound to its user', async (t) => {

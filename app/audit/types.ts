@@ -32,6 +32,7 @@ export const securityEventTypes = [
   'password_changed',
   'ops_auth_failed',
   'role_changed',
+  'recovery_codes_regenerated',
 ] as const;
 
 export type SecurityEventType = (typeof securityEventTypes)[number];

@@ -409,7 +409,10 @@ export const createMfaService = (deps: MfaDeps) => {
             codeHashes: fresh.hashes,
           });
           if (!replaced) throw notEnabled();
-          return { result: fresh.codes };
+          return {
+            result: fresh.codes,
+            events: [{ type: 'recovery_codes_regenerated', userId: user.id, sessionId: caller.sessionId, details: { count: fresh.codes.length } }],
+          };
         },
       );
       return { recoveryCodes: result };
