@@ -6,7 +6,7 @@
  * service restart (1012) on the same port, revocation (4001), a publish drain (release.drain +
  * 4000), 426 on refresh and login, clientMsgId de-duplication and the catch-up after a re-join.
  * Plus fake-socket tests of the keepalive and the backoff, and checks that the SDK stays free of
- * server and Node-only imports and that its schema copies agree with the server's.
+ * server and Node-only imports and that its schemas are the server's own objects.
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
@@ -16,7 +16,6 @@ import { fileURLToPath } from 'node:url';
 import test from 'ava';
 import { SignJWT } from 'jose';
 import WebSocket from 'ws';
-import type { z } from 'zod';
 import {
   backoffDelay,
   createKaraxasClient,
@@ -670,56 +669,69 @@ test('backoffDelay: equal jitter within [ceiling/2, ceiling], capped', (t) => {
 // ---------------------------------------------------------------------------------------------
 // One source of truth, browser-safe, exported
 
-/** A structural fingerprint of a zod schema (types, checks, messages, strictness). */
-const fingerprint = (schema: z.ZodTypeAny): unknown => {
-  const def = schema._def as Record<string, unknown> & { typeName: string };
-  switch (def.typeName) {
-    case 'ZodObject':
-      return {
-        object: Object.fromEntries(Object.entries((schema as z.AnyZodObject).shape).map(([key, value]) => [key, fingerprint(value as z.ZodTypeAny)])),
-        unknownKeys: def.unknownKeys,
-      };
-    case 'ZodNullable':
-    case 'ZodOptional':
-      return { [def.typeName]: fingerprint(def.innerType as z.ZodTypeAny) };
-    case 'ZodArray':
-      return { array: fingerprint(def.type as z.ZodTypeAny), exact: def.exactLength, min: def.minLength, max: def.maxLength };
-    case 'ZodString':
-    case 'ZodNumber':
-      return { [def.typeName]: (def.checks as Array<Record<string, unknown>>).map((check) => ({ ...check, regex: String(check.regex ?? '') })) };
-    case 'ZodEffects':
-      return { effects: fingerprint(def.schema as z.ZodTypeAny) };
-    default:
-      return def.typeName;
-  }
-};
-
-test('the SDK schema copies agree with the server definitions', async (t) => {
-  const routes = await import('../app/realtime/routes.js');
-  const realtimeService = await import('../app/realtime/service.js');
-  const gateway = await import('../app/realtime/gateway.js');
-  const mfaRoutes = await import('../app/mfa/routes.js');
-  t.deepEqual(fingerprint(clientSchemas.chatMessageSchema), fingerprint(routes.chatMessageSchema));
-  t.is(clientSchemas.channelNamePattern.source, realtimeService.channelNamePattern.source);
-  t.is(clientSchemas.clientMsgIdPattern.source, realtimeService.clientMsgIdPattern.source);
-  t.is(clientSchemas.MAX_FRAME_BYTES, gateway.MAX_FRAME_BYTES);
-  t.deepEqual(fingerprint(clientSchemas.mfaVerifyBodySchema), fingerprint(mfaRoutes.mfaVerifyBodySchema));
-  t.deepEqual(fingerprint(clientSchemas.totpEnrollmentSchema), fingerprint(mfaRoutes.totpEnrollmentSchema));
-  t.deepEqual(fingerprint(clientSchemas.recoveryCodesSchema), fingerprint(mfaRoutes.recoveryCodesSchema));
-  // The websocket ticket body, from the OpenAPI document the routes describe themselves with.
-  const service = await shared();
-  const openapi = (await (await fetch(`${service.url}/openapi.json`)).json()) as {
-    paths: Record<string, Record<string, { responses: Record<string, { content: Record<string, { schema: { properties: Record<string, unknown>; required: string[] } }> }> }>>;
-  };
-  const ticket = openapi.paths['/auth/ws-ticket']!.post!.responses['201']!.content['application/json']!.schema;
-  t.deepEqual(Object.keys(ticket.properties).sort(), Object.keys(clientSchemas.wsTicketSchema.shape).sort());
-  t.deepEqual([...ticket.required].sort(), ['expiresIn', 'ticket']);
-  // The shared modules are the server's own: the same objects, not copies.
+test('the SDK re-exports the server\'s own schemas: the same objects, not copies', async (t) => {
   const authSchemas = await import('../app/auth/schemas.js');
   const opsSchemas = await import('../app/ops/schemas.js');
-  t.is(clientSchemas.tokenPairSchema, authSchemas.tokenPairSchema);
-  t.is(clientSchemas.userSchema, authSchemas.userSchema);
-  t.is(clientSchemas.publicPolicyResponseSchema, opsSchemas.publicPolicyResponseSchema);
+  const realtimeSchemas = await import('../app/realtime/schemas.js');
+  const mfaSchemas = await import('../app/mfa/schemas.js');
+  t.is(clientSchemas.chatMessageSchema, realtimeSchemas.chatMessageSchema);
+  const shared: Array<[string, Record<string, unknown>, string[]]> = [
+    ['app/auth/schemas.ts', authSchemas, ['loginBodySchema', 'mfaChallengeSchema', 'refreshBodySchema', 'registerBodySchema', 'sessionSchema', 'tokenPairSchema', 'userSchema']],
+    ['app/ops/schemas.ts', opsSchemas, ['platformSchema', 'publicPolicyQuerySchema', 'publicPolicyResponseSchema', 'publicPolicySchema', 'releasePlatforms', 'versionSchema']],
+    [
+      'app/realtime/schemas.ts',
+      realtimeSchemas,
+      [
+        'channelNamePattern',
+        'channelNameSchema',
+        'chatMessageSchema',
+        'chatPageSchema',
+        'clientFrameSchema',
+        'clientMsgIdPattern',
+        'clientMsgIdSchema',
+        'errorDetailSchema',
+        'errorFrameSchema',
+        'MAX_FRAME_BYTES',
+        'releaseDrainFrameSchema',
+        'serverFrameSchema',
+        'wsTicketSchema',
+      ],
+    ],
+    ['app/mfa/schemas.ts', mfaSchemas, ['mfaCodeBodySchema', 'mfaCodeSchema', 'mfaVerifyBodySchema', 'RECOVERY_CODE_COUNT', 'recoveryCodesSchema', 'totpEnrollmentSchema']],
+  ];
+  const client = clientSchemas as Record<string, unknown>;
+  for (const [file, server, names] of shared) {
+    for (const name of names) {
+      t.not(server[name], undefined, `${file} exports ${name}`);
+      t.is(client[name], server[name], `${name} is ${file}'s own`);
+    }
+  }
+  // Every wire schema the SDK exports is one of those (the SDK's own: only its error envelope).
+  const serverValues = new Set(shared.flatMap(([, server, names]) => names.map((name) => server[name])));
+  const own = Object.keys(client).filter((name) => !serverValues.has(client[name]));
+  t.deepEqual(own, ['errorEnvelopeSchema']);
+
+  // ...and they are what the server serves with: the routes' request and response schemas.
+  const { createRealtimeRoutes } = await import('../app/realtime/routes.js');
+  const { createMfaRoutes } = await import('../app/mfa/routes.js');
+  const unused = {} as never;
+  const routes = [
+    ...createRealtimeRoutes({ auth: unused, realtime: unused, chat: { maxMessageLength: 500, rateLimitMax: 10 } }),
+    ...createMfaRoutes({ mfa: unused, auth: unused, throttle: unused, clientGate: [] }),
+  ];
+  const route = (method: string, path: string) => {
+    const found = routes.find((candidate) => candidate.method === method && candidate.path === path);
+    if (!found) throw new Error(`no route ${method} ${path}`);
+    return found;
+  };
+  t.is(route('post', '/auth/ws-ticket').responses[201]!.body, clientSchemas.wsTicketSchema);
+  t.is(route('post', '/chat/channels/:channel/messages').responses[201]!.body, clientSchemas.chatMessageSchema);
+  t.is(route('get', '/chat/channels/:channel/messages').responses[200]!.body, clientSchemas.chatPageSchema);
+  t.is(route('post', '/auth/mfa/verify').request!.body, clientSchemas.mfaVerifyBodySchema);
+  t.is(route('post', '/auth/mfa/totp/enroll').responses[200]!.body, clientSchemas.totpEnrollmentSchema);
+  t.is(route('post', '/auth/mfa/totp/activate').request!.body, clientSchemas.mfaCodeBodySchema);
+  t.is(route('post', '/auth/mfa/totp/activate').responses[200]!.body, clientSchemas.recoveryCodesSchema);
+  t.is(route('post', '/auth/mfa/recovery-codes').responses[200]!.body, clientSchemas.recoveryCodesSchema);
 });
 
 /** Runtime imports (not `import type`) of a module's source. */
@@ -735,11 +747,20 @@ const runtimeImports = (source: string): string[] => {
   return specifiers;
 };
 
+/** Every .ts file under `dir` (relative to the repository root), recursively. */
+const sourceFiles = (dir: string): string[] =>
+  readdirSync(join(root, dir), { withFileTypes: true }).flatMap((entry) =>
+    entry.isDirectory() ? sourceFiles(`${dir}/${entry.name}`) : entry.name.endsWith('.ts') ? [`${dir}/${entry.name}`] : [],
+  );
+
 test('the SDK imports nothing server-side or Node-only (it runs in browsers and game engines)', (t) => {
-  const allowedFiles = new Set(['app/auth/schemas.ts', 'app/ops/schemas.ts', 'app/audit/types.ts']);
+  // Schema-only modules: zod, semver and each other; no Koa, no database, no Node built-ins.
+  const allowedFiles = new Set(['app/auth/schemas.ts', 'app/ops/schemas.ts', 'app/realtime/schemas.ts', 'app/mfa/schemas.ts', 'app/audit/types.ts']);
   const allowedPackages = new Set(['zod', 'semver']);
+  const clientFiles = sourceFiles('app/client');
+  t.true(clientFiles.includes('app/client/index.ts') && clientFiles.includes('app/client/schemas.ts'));
   const visited = new Set<string>();
-  const queue = ['app/client/index.ts'];
+  const queue = [...clientFiles];
   while (queue.length > 0) {
     const file = queue.pop()!;
     if (visited.has(file)) continue;
@@ -754,11 +775,13 @@ test('the SDK imports nothing server-side or Node-only (it runs in browsers and 
       }
     }
   }
-  t.true(visited.has('app/client/realtime.ts') && visited.has('app/auth/schemas.ts'));
-  for (const name of readdirSync(join(root, 'app/client'))) {
-    const source = readFileSync(join(root, 'app/client', name), 'utf8');
+  for (const file of ['app/client/realtime.ts', 'app/auth/schemas.ts', 'app/realtime/schemas.ts', 'app/mfa/schemas.ts']) {
+    t.true(visited.has(file), `${file} is part of the SDK`);
+  }
+  for (const file of [...visited]) {
+    const source = readFileSync(join(root, file), 'utf8');
     for (const forbidden of [/\bnode:/, /\bprocess\./, /\bBuffer\b/, /\brequire\(/, /\bNodeJS\./, /from 'ws'/]) {
-      t.false(forbidden.test(source), `app/client/${name} uses ${forbidden}`);
+      t.false(forbidden.test(source), `${file} uses ${forbidden}`);
     }
   }
 });

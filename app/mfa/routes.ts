@@ -1,26 +1,11 @@
 import type { Middleware } from 'koa';
-import { z } from 'zod';
 import { authOf, requireUser } from '../auth/guard.js';
 import { tokenPairSchema } from '../auth/schemas.js';
 import type { AuthService } from '../auth/service.js';
 import { clientInfo, requestMeta } from '../http/request-meta.js';
 import { defineRoute, type AnyRoute, type AppState } from '../http/route.js';
-import { RECOVERY_CODE_COUNT, type MfaService } from './service.js';
-
-/** A TOTP code (6 digits) or a recovery code; spaces and dashes are tolerated. */
-export const mfaCodeSchema = z.string().trim().min(6, 'must be a 6-digit code or a recovery code').max(64);
-
-export const mfaCodeBodySchema = z.object({ code: mfaCodeSchema }).strict();
-export const mfaVerifyBodySchema = z.object({ mfaToken: z.string().min(1).max(128), code: mfaCodeSchema }).strict();
-
-export const totpEnrollmentSchema = z.object({
-  /** Base32 (RFC 4648) secret, for manual entry into an authenticator app. */
-  secret: z.string(),
-  /** `otpauth://totp/Karaxas:<email>?secret=…&issuer=Karaxas` for a QR code. */
-  otpauthUri: z.string().startsWith('otpauth://totp/'),
-});
-
-export const recoveryCodesSchema = z.object({ recoveryCodes: z.array(z.string()).length(RECOVERY_CODE_COUNT) });
+import { mfaCodeBodySchema, mfaVerifyBodySchema, recoveryCodesSchema, totpEnrollmentSchema } from './schemas.js';
+import type { MfaService } from './service.js';
 
 export type MfaRouteDeps = {
   mfa: MfaService;

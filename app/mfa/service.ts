@@ -33,6 +33,7 @@ import type { Config } from '../config/index.js';
 import { seal, sealingKey, unseal, UnsealError, type SealingKey } from '../crypto/seal.js';
 import { AppError } from '../http/errors.js';
 import type { Logger } from '../logger.js';
+import { RECOVERY_CODE_COUNT } from './schemas.js';
 import { createMfaStore, type MfaStore, type TotpRow } from './store.js';
 
 export const TOTP_ISSUER = 'Karaxas';
@@ -47,7 +48,6 @@ const MFA_TOKEN_PATTERN = /^kxm_[A-Za-z0-9_-]{43}$/;
 /** The contract's ceiling for the challenge lifetime (≤ 5 minutes). */
 export const MAX_CHALLENGE_TTL_SECONDS = 300;
 
-export const RECOVERY_CODE_COUNT = 10;
 /** Crockford base32: no I, L, O or U, so codes read aloud or typed from paper survive. */
 const RECOVERY_ALPHABET = '0123456789ABCDEFGHJKMNPQRSTVWXYZ';
 /** 16 symbols × 5 bits = 80 random bits per code. */

@@ -24,11 +24,12 @@ import { WebSocket, WebSocketServer, type RawData } from 'ws';
 import type { RequestMeta } from '../audit/types.js';
 import type { Config } from '../config/index.js';
 import { parseSessionRevoked, SESSION_REVOKED_CHANNEL, type NotificationHub } from '../db/notifications.js';
-import { AppError, type ErrorCode, type ErrorDetail } from '../http/errors.js';
+import { AppError, type ErrorCode } from '../http/errors.js';
 import { acceptRequestId, clientIpOf, writeRawError } from '../http/middleware.js';
 import { clientPlatforms, type ClientPlatform } from '../http/request-meta.js';
 import type { Logger } from '../logger.js';
-import { CHAT_NOTIFY_CHANNEL, channelNamePattern, parseChatNotification, type ChatMessage, type RealtimeService } from './service.js';
+import { channelNamePattern, MAX_FRAME_BYTES, type ChatMessage, type ServerFrame } from './schemas.js';
+import { CHAT_NOTIFY_CHANNEL, parseChatNotification, type RealtimeService } from './service.js';
 
 /** Close codes (RFC 6455 §7.4 and the application range). */
 export const CloseCodes = {
@@ -44,7 +45,6 @@ export const CloseCodes = {
   sessionRevoked: 4001,
 } as const;
 
-export const MAX_FRAME_BYTES = 4096;
 /** Channels one connection may be in. */
 export const MAX_CHANNELS_PER_CONNECTION = 32;
 /** Frames a connection may have waiting behind a slow one (a chat send in flight). */
@@ -53,14 +53,8 @@ const MAX_PENDING_FRAMES = 64;
 const FRAME_BURST = 500;
 const FRAME_RATE_PER_SECOND = 500;
 
-/** A server → client frame. */
-export type ServerFrame =
-  | ({ type: 'chat.message' } & ChatMessage)
-  | { type: 'chat.joined'; channel: string }
-  | { type: 'chat.left'; channel: string }
-  | { type: 'pong' }
-  | { type: 'error'; code: string; message?: string; retryAfter?: number; clientMsgId?: string; channel?: string; details?: ErrorDetail[] }
-  | { type: 'release.drain'; version: string; minSupportedVersion: string; forceUpdate: boolean; graceSeconds: number };
+/** A server → client frame (the wire schema: ./schemas.ts `serverFrameSchema`). */
+export type { ServerFrame };
 
 export type Connection = {
   /** Random id of this socket. */

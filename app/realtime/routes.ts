@@ -3,13 +3,20 @@
  * frames (contract §3, §5). The websocket itself is served by ./gateway.ts.
  */
 import type { Middleware } from 'koa';
-import { z } from 'zod';
 import { authOf, requireUser } from '../auth/guard.js';
 import type { AuthService } from '../auth/service.js';
 import { AppError } from '../http/errors.js';
 import { requestMeta } from '../http/request-meta.js';
 import { defineRoute, type AnyRoute, type AppState } from '../http/route.js';
-import { channelNamePattern, clientMsgIdPattern, validateChatText, type RealtimeService } from './service.js';
+import {
+  chatChannelParamsSchema,
+  chatHistoryQuerySchema,
+  chatMessageSchema,
+  chatPageSchema,
+  chatSendBodySchema,
+  wsTicketSchema,
+} from './schemas.js';
+import type { RealtimeService } from './service.js';
 
 export type RealtimeRouteDeps = {
   auth: Pick<AuthService, 'authenticate'>;
@@ -19,31 +26,9 @@ export type RealtimeRouteDeps = {
   clientGate?: Middleware<AppState>[];
 };
 
-export const chatMessageSchema = z.object({
-  id: z.string().uuid(),
-  channel: z.string(),
-  userId: z.string().uuid(),
-  displayName: z.string(),
-  text: z.string(),
-  sentAt: z.string().datetime(),
-  clientMsgId: z.string().nullable(),
-});
-
-const channelParams = z.object({
-  channel: z.string().regex(channelNamePattern, 'must be 1-64 characters: a-z, 0-9, ".", "_", "-", starting with a letter or digit'),
-});
-
 export const createRealtimeRoutes = ({ auth, realtime, chat, clientGate = [] }: RealtimeRouteDeps): AnyRoute[] => {
   const signedIn = requireUser(auth);
-  const sendBody = z
-    .object({
-      text: z.string().superRefine((text, ctx) => {
-        const checked = validateChatText(text, chat.maxMessageLength);
-        if (!checked.ok) ctx.addIssue({ code: z.ZodIssueCode.custom, message: checked.message });
-      }),
-      clientMsgId: z.string().regex(clientMsgIdPattern, 'must be 1-64 characters: A-Z, a-z, 0-9, ".", "_", ":", "-"').optional(),
-    })
-    .strict();
+  const sendBody = chatSendBodySchema(chat.maxMessageLength);
 
   const limitedHeaders = (retryAfter: number) => ({
     'Retry-After': String(retryAfter),
@@ -62,7 +47,7 @@ export const createRealtimeRoutes = ({ auth, realtime, chat, clientGate = [] }: 
       responses: {
         201: {
           description: 'A single-use ticket bound to this session',
-          body: z.object({ ticket: z.string(), expiresIn: z.number().int() }),
+          body: wsTicketSchema,
         },
       },
       errors: ['unauthorized', 'rate_limited', 'client_update_required'],
@@ -77,7 +62,7 @@ export const createRealtimeRoutes = ({ auth, realtime, chat, clientGate = [] }: 
       summary: 'Send a chat message (HTTP twin of the chat.send frame)',
       tags: ['chat'],
       security: 'bearer',
-      request: { params: channelParams, body: sendBody },
+      request: { params: chatChannelParamsSchema, body: sendBody },
       responses: { 201: { description: 'The stored message (the same one again for a repeated clientMsgId)', body: chatMessageSchema } },
       errors: ['unauthorized', 'validation_failed', 'invalid_json', 'unsupported_media_type', 'payload_too_large', 'rate_limited', 'muted'],
       middleware: [signedIn],
@@ -99,16 +84,13 @@ export const createRealtimeRoutes = ({ auth, realtime, chat, clientGate = [] }: 
       tags: ['chat'],
       security: 'bearer',
       request: {
-        params: channelParams,
-        query: z.object({
-          before: z.string().max(200).optional(),
-          limit: z.coerce.number().int().min(1).max(100).optional(),
-        }),
+        params: chatChannelParamsSchema,
+        query: chatHistoryQuerySchema,
       },
       responses: {
         200: {
           description: 'A page of messages; pass nextCursor as `before` for the next (older) page',
-          body: z.object({ items: z.array(chatMessageSchema), nextCursor: z.string().nullable() }),
+          body: chatPageSchema,
         },
       },
       errors: ['unauthorized', 'validation_failed'],

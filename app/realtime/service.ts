@@ -11,6 +11,7 @@ import type { Config } from '../config/index.js';
 import type { NotificationHub } from '../db/notifications.js';
 import { AppError, type ErrorDetail } from '../http/errors.js';
 import type { Logger } from '../logger.js';
+import { channelNamePattern, clientMsgIdPattern, validateChatText, type ChatMessage, type ChatPage, type WsTicket } from './schemas.js';
 import type { ChatLimits, ConsumedTicket, MessageRow, RealtimeStore } from './store.js';
 
 /** Notification channel of the chat fan-out: every stored message, to every instance. */
@@ -21,10 +22,6 @@ const TICKET_PREFIX = 'kxt_';
 const ticketPattern = /^kxt_[A-Za-z0-9_-]{43}$/;
 /** Unconsumed live tickets one session may hold; more is a client bug or abuse. */
 const MAX_OUTSTANDING_TICKETS = 20;
-
-/** Chat channel names: lowercase letters, digits, `.`, `_`, `-`; 1–64 characters (also a CHECK in the table). */
-export const channelNamePattern = /^[a-z0-9][a-z0-9._-]{0,63}$/;
-export const clientMsgIdPattern = /^[A-Za-z0-9._:-]{1,64}$/;
 
 /**
  * Refused upgrades recorded per minute and per user (a known ticket: used, expired, revoked)
@@ -37,26 +34,6 @@ const REJECTIONS_RECORDED_PER_MINUTE = 20;
 /** A send rejected by the write limit this many times within the violation window mutes the user. */
 export const CHAT_VIOLATION_THRESHOLD = 3;
 export const CHAT_VIOLATION_WINDOW_SECONDS = 60;
-
-/**
- * C0 and C1 controls except line feed; the bidirectional overrides and isolates (text that
- * renders differently from its logical order); U+FEFF and the line/paragraph separators.
- */
-// eslint-disable-next-line no-control-regex
-const forbiddenCharacters = /[\u0000-\u0009\u000B-\u001F\u007F-\u009F\u200E\u200F\u2028-\u202E\u2066-\u2069\uFEFF]/u;
-
-/** With the `u` flag a valid surrogate pair is one code point, so this matches lone halves only. */
-const loneSurrogate = /\p{Cs}/u;
-
-export type ChatMessage = {
-  id: string;
-  channel: string;
-  userId: string;
-  displayName: string;
-  text: string;
-  sentAt: string;
-  clientMsgId: string | null;
-};
 
 export type SendOutcome =
   | { kind: 'sent'; message: ChatMessage; duplicate: boolean }
@@ -109,27 +86,6 @@ const decodeCursor = (cursor: string): { sentAt: string; id: string } => {
     // fall through
   }
   throw new AppError('validation_failed', { details: [{ path: 'query.before', message: 'Invalid cursor' }] });
-};
-
-/**
- * Validates and normalises message text: NFC, well-formed Unicode, no control characters but
- * line feed, not blank, at most `maxLength` characters (code points). Returns the text to store
- * or the problem. The server never interprets the text (no HTML, no markup).
- */
-export const validateChatText = (text: unknown, maxLength: number): { ok: true; text: string } | { ok: false; message: string } => {
-  if (typeof text !== 'string') return { ok: false, message: 'Expected a string' };
-  // Checked before normalising so that a huge input costs nothing more.
-  if (text.length > maxLength * 2) return { ok: false, message: `At most ${maxLength} characters` };
-  if (loneSurrogate.test(text)) return { ok: false, message: 'Not well-formed Unicode' };
-  const normalised = text.normalize('NFC');
-  if (forbiddenCharacters.test(normalised)) return { ok: false, message: 'Control characters are not allowed' };
-  if (normalised.trim().length === 0) return { ok: false, message: 'Must not be blank' };
-  let length = 0;
-  for (const _ of normalised) {
-    length += 1;
-    if (length > maxLength) return { ok: false, message: `At most ${maxLength} characters` };
-  }
-  return { ok: true, text: normalised };
 };
 
 export const createRealtimeService = (deps: RealtimeDeps) => {
@@ -186,7 +142,7 @@ export const createRealtimeService = (deps: RealtimeDeps) => {
     ticketTtlSeconds: ttlSeconds,
 
     /** Issues a one-time ticket for the caller's session. @throws {AppError} rate_limited (too many outstanding), unauthorized */
-    issueTicket: (meta: RequestMeta, auth: AuthContext): Promise<{ ticket: string; expiresIn: number }> =>
+    issueTicket: (meta: RequestMeta, auth: AuthContext): Promise<WsTicket> =>
       pool.transaction(async (tx) => {
         const ticket = `${TICKET_PREFIX}${randomBytes(32).toString('base64url')}`;
         const stored = await store.insertTicket(tx, {
@@ -337,7 +293,7 @@ export const createRealtimeService = (deps: RealtimeDeps) => {
      * History, newest first. `before` is the previous page's `nextCursor`.
      * @throws {AppError} validation_failed
      */
-    listMessages: async (channel: string, query: { before?: string; limit?: number }) => {
+    listMessages: async (channel: string, query: { before?: string; limit?: number }): Promise<ChatPage> => {
       if (!channelNamePattern.test(channel)) {
         throw new AppError('validation_failed', { details: [{ path: 'params.channel', message: 'Invalid channel name' }] });
       }

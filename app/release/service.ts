@@ -43,6 +43,7 @@ import type { Logger } from '../logger.js';
 import type { OpsCaller } from '../ops/guard.js';
 import type { AdminAuditRecorder } from '../ops/service.js';
 import type { Drain, PublicPolicyResponse, ReleasePlatform, ReleasePolicy } from '../ops/schemas.js';
+import type { ReleaseDrainFrame } from '../realtime/schemas.js';
 import type { DrainRow, DrainSessionRecord, PolicyRow, ReleaseStore } from './store.js';
 
 export const POLICY_NOTIFY_CHANNEL = 'karaxas_release_policy';
@@ -66,7 +67,8 @@ export type DrainSocket = {
   readonly version: string | null;
 };
 
-export type DrainFrame = { type: 'release.drain'; version: string; minSupportedVersion: string; forceUpdate: boolean; graceSeconds: number };
+/** The `release.drain` websocket frame (wire schema: app/realtime/schemas.ts `releaseDrainFrameSchema`). */
+export type DrainFrame = ReleaseDrainFrame;
 
 /** What the drain needs from the websocket gateway (see app/realtime/drain.ts). */
 export type DrainTarget = {
