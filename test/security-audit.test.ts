@@ -252,14 +252,17 @@ test.serial('a non-superuser that runs the migrations cannot UPDATE, DELETE or T
   const name = `${process.env.KARAXAS_TEST_RUN_ID}_${randomBytes(5).toString('hex')}`;
   const version = Number((await raw<{ v: string }>("SELECT current_setting('server_version_num') AS v"))[0]!.v);
   await withAdminClient(async (client) => {
-    await client.query(`CREATE ROLE "${role}" LOGIN PASSWORD '${password}'`);
-    // What CREATE ROLE leaves a CREATEROLE migrator that created karaxas_audit_archiver itself
-    // (Cloud SQL's built-in user on PostgreSQL 16+): ADMIN on the role, but no SET or INHERIT.
-    await client.query(
-      version >= 160000
-        ? `GRANT karaxas_audit_archiver TO "${role}" WITH ADMIN OPTION, INHERIT FALSE, SET FALSE`
-        : `GRANT karaxas_audit_archiver TO "${role}" WITH ADMIN OPTION`,
-    );
+    if (version >= 160000) {
+      // What CREATE ROLE leaves a CREATEROLE migrator that created karaxas_audit_archiver itself
+      // (Cloud SQL's built-in user on PostgreSQL 16+): ADMIN on the role, but no SET or INHERIT.
+      await client.query(`CREATE ROLE "${role}" LOGIN PASSWORD '${password}'`);
+      await client.query(`GRANT karaxas_audit_archiver TO "${role}" WITH ADMIN OPTION, INHERIT FALSE, SET FALSE`);
+    } else {
+      // Before 16, creating a role grants its creator nothing, and ADMIN OPTION would imply an
+      // inheriting membership; a CREATEROLE migrator may grant itself the membership the
+      // migration lends and takes back.
+      await client.query(`CREATE ROLE "${role}" LOGIN CREATEROLE PASSWORD '${password}'`);
+    }
     await client.query(`CREATE DATABASE "${name}" OWNER "${role}"`);
   });
   const url = new URL(adminUrl());
