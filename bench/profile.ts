@@ -1,17 +1,18 @@
 /**
  * `tsx bench/profile.ts <scenario> [seconds]`: the service alone under one scenario's load with
- * --cpu-prof (written to bench/profiles/, gitignored by name), and a summary of where the
+ * --cpu-prof (written to a temporary folder; BENCH_KEEP_PROFILES=1 keeps it), and a summary of where the
  * non-idle time went — for finding out why a target is missed.
- * Scenarios: healthz, me, refresh, login, metrics.
+ * Scenarios: healthz, me, refresh, login, metrics; baseline:koa-hello, baseline:node-http, baseline:koa-pg-me.
  */
 import { readdir, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { summariseProfile } from './lib/profile-summary.js';
 import { runScenarioAlone } from './lib/scenarios.js';
 
 const scenario = process.argv[2] ?? 'healthz';
 const seconds = Number(process.argv[3] ?? 10);
-const directory = join(import.meta.dirname, 'profiles', `${scenario}-${Date.now().toString(36)}`);
+const directory = join(tmpdir(), `karaxas-profile-${scenario.replace(/[^a-z0-9-]/gi, '-')}-${Date.now().toString(36)}`);
 
 const main = async () => {
   const stats = await runScenarioAlone(scenario, seconds, directory);

@@ -10,7 +10,7 @@
  *
  * Environment: DATABASE_URL (use that server instead of an embedded one), BENCH_ONLY
  * (comma-separated: healthz,me,refresh,login,metrics,realtime,coldstart), BENCH_ROUND_SECONDS
- * (default 3), BENCH_WARMUP_SECONDS (default 2), BENCH_CPU_PROF (a folder: the service writes a
+ * (default 2), BENCH_WARMUP_SECONDS (default 2), BENCH_CPU_PROF (a folder: the service writes a
  * --cpu-prof profile there when it stops; `tsx bench/profile.ts` profiles one scenario alone).
  */
 import { cpus, totalmem } from 'node:os';
@@ -34,7 +34,7 @@ import {
 } from './lib/context.js';
 import { freePort, startBenchDatabase, type BenchDatabase } from './lib/db.js';
 import { BENCH_PASSWORD } from './lib/fixtures.js';
-import { compareLoads, measureLoad, percentileOf, runRound, summarise, type LoadStats } from './lib/load.js';
+import { alternate, compareLoads, measureLoad, percentileOf, ROUND_ORDER, runRound, withCpu, type CpuReading, type LoadSpec, type LoadStats } from './lib/load.js';
 import { hasTaskset, pinSelf, type BenchChild } from './lib/proc.js';
 import { runRealtimeScenarios } from './lib/realtime-scenarios.js';
 import { renderTable, writeResults, type ScenarioResult } from './lib/report.js';
@@ -44,15 +44,31 @@ import { healthzLoad, loginLoad, meBaselineLoad, meLoad, METRICS_CONNECTIONS, me
 const AUDIT_ROWS = 1_000_000;
 const AUDIT_SPREAD_DAYS = 180;
 
-const ROUND_SECONDS = Number(process.env.BENCH_ROUND_SECONDS ?? 3);
+const ROUND_SECONDS = Number(process.env.BENCH_ROUND_SECONDS ?? 2);
 const WARMUP_SECONDS = Number(process.env.BENCH_WARMUP_SECONDS ?? 2);
 const only = process.env.BENCH_ONLY ? new Set(process.env.BENCH_ONLY.split(',').map((key) => key.trim())) : undefined;
 const enabled = (key: string) => only === undefined || only.has(key);
 const rounds = { warmupSeconds: WARMUP_SECONDS, roundSeconds: ROUND_SECONDS };
+/** Logins take ~100 ms each under load: longer rounds keep the ramp at each round's edges small. */
+const loginRounds = { warmupSeconds: WARMUP_SECONDS, roundSeconds: ROUND_SECONDS * 2 };
 
 type Measured = { scenario: LoadStats; baseline: LoadStats };
 
-const counts = (stats: LoadStats) => ({ ok: stats.ok, failed: stats.failed, errors: stats.errors, seconds: Number(stats.seconds.toFixed(2)) });
+const counts = (stats: LoadStats) => ({
+  ok: stats.ok,
+  failed: stats.failed,
+  errors: stats.errors,
+  seconds: Number(stats.seconds.toFixed(2)),
+  p50: stats.p50,
+  p99: stats.p99,
+  cpuMicrosPerRequest: stats.cpuPerRequest === null ? null : Math.round(stats.cpuPerRequest),
+  serverCpuUtilisation: stats.serverUtilisation === null ? null : Number(stats.serverUtilisation.toFixed(2)),
+});
+
+/** The bench IPC `cpu` reading of a child, for CPU per request. */
+const cpuOf = (child: BenchChild) => () => child.request<CpuReading & { type: string }>('cpu');
+/** A load aimed at `child`, with its CPU read around every round. */
+const on = (child: BenchChild, spec: LoadSpec): LoadSpec => ({ ...spec, cpu: cpuOf(child) });
 
 const ratioResult = (
   scenario: string,
@@ -76,7 +92,9 @@ const ratioResult = (
     target: extra.target ?? `≥ ${Math.round(minimumRatio * 100)}%`,
     // A run with failed requests proves nothing.
     pass: failures === 0 && (extra.pass ? extra.pass(ratio) : ratio >= minimumRatio),
-    details: { scenario: counts(measured.scenario), baseline: { ...counts(measured.baseline), p50: measured.baseline.p50 }, ...extra.details },
+    cpuRatio:
+      measured.scenario.cpuPerRequest && measured.baseline.cpuPerRequest ? measured.baseline.cpuPerRequest / measured.scenario.cpuPerRequest : null,
+    details: { scenario: counts(measured.scenario), baseline: counts(measured.baseline), ...extra.details },
   };
 };
 
@@ -85,7 +103,7 @@ const httpScenarios = async (db: BenchDatabase, service: BenchChild, fixtures: F
   if (seeded) {
     console.log('· GET /ops/release/metrics');
     const measured = await withChild(startBaseline(db, 'koa-pg-metrics'), (koa) =>
-      compareLoads(metricsLoad(service.url, '/ops/release/metrics', secrets.OPS_API_TOKEN), metricsLoad(koa.url, '/metrics'), rounds),
+      compareLoads(on(service, metricsLoad(service.url, '/ops/release/metrics', secrets.OPS_API_TOKEN)), on(koa, metricsLoad(koa.url, '/metrics')), rounds),
     );
     results.push(
       ratioResult(`GET /ops/release/metrics (1M audit rows, ${METRICS_CONNECTIONS} clients)`, 'same SQL, raw pg', measured, 0, {
@@ -99,9 +117,11 @@ const httpScenarios = async (db: BenchDatabase, service: BenchChild, fixtures: F
   // 1. GET /healthz through the whole middleware stack vs bare Koa + router; raw node:http for reference.
   if (enabled('healthz')) {
     console.log('· GET /healthz');
-    const measured = await withChild(startBaseline(db, 'koa-hello'), (koa) => compareLoads(healthzLoad(service.url), healthzLoad(koa.url), rounds));
+    const measured = await withChild(startBaseline(db, 'koa-hello'), (koa) =>
+      compareLoads(on(service, healthzLoad(service.url)), on(koa, healthzLoad(koa.url)), rounds),
+    );
     results.push(ratioResult('GET /healthz (whole middleware stack)', 'Koa+router hello', measured, 0.8));
-    const raw = await withChild(startBaseline(db, 'node-http'), (node) => measureLoad(healthzLoad(node.url), rounds));
+    const raw = await withChild(startBaseline(db, 'node-http'), (node) => measureLoad(on(node, healthzLoad(node.url)), rounds));
     results.push({
       scenario: 'raw node:http hello (reference)',
       unit: 'req/s',
@@ -121,7 +141,7 @@ const httpScenarios = async (db: BenchDatabase, service: BenchChild, fixtures: F
   if (enabled('me')) {
     console.log('· GET /auth/me');
     const measured = await withChild(startBaseline(db, 'koa-pg-me'), (koa) =>
-      compareLoads(meLoad(service.url, fixtures.meSessions), meBaselineLoad(koa.url, fixtures.meSessions), rounds),
+      compareLoads(on(service, meLoad(service.url, fixtures.meSessions)), on(koa, meBaselineLoad(koa.url, fixtures.meSessions)), rounds),
     );
     results.push(ratioResult('GET /auth/me (JWT + revocation + profile)', 'Koa+pg PK lookup', measured, 0.6));
   }
@@ -131,8 +151,8 @@ const httpScenarios = async (db: BenchDatabase, service: BenchChild, fixtures: F
     console.log('· POST /auth/refresh');
     const measured = await withChild(startBaseline(db, 'koa-pg-refresh'), (koa) =>
       compareLoads(
-        refreshLoad(service.url, '/auth/refresh', fixtures.refreshSessions),
-        refreshLoad(koa.url, '/refresh', fixtures.baselineRefreshSessions),
+        on(service, refreshLoad(service.url, '/auth/refresh', fixtures.refreshSessions)),
+        on(koa, refreshLoad(koa.url, '/refresh', fixtures.baselineRefreshSessions)),
         rounds,
       ),
     );
@@ -147,49 +167,34 @@ const httpScenarios = async (db: BenchDatabase, service: BenchChild, fixtures: F
   // 4. POST /auth/login vs raw argon2id verify at the same concurrency; event-loop delay p99 ≤ 20 ms.
   if (enabled('login')) {
     console.log('· POST /auth/login');
-    const login = loginLoad(service.url, fixtures.users);
+    const login = on(service, loginLoad(service.url, fixtures.users));
     type Eld = { p50: number; p99: number; max: number; samples: number };
     const measured = await withChild(startBaseline(db, 'argon2'), async (argon) => {
-      const verify = async (seconds: number) => {
-        const reply = await argon.request<{ type: string; count: number; seconds: number; latencies: number[] }>('verify', {
-          hash: fixtures.passwordHash,
-          password: BENCH_PASSWORD,
-          concurrency: LOGIN_CONCURRENCY,
-          seconds,
+      const verify = (seconds: number) =>
+        withCpu(cpuOf(argon), async () => {
+          const reply = await argon.request<{ type: string; count: number; seconds: number; latencies: number[] }>('verify', {
+            hash: fixtures.passwordHash,
+            password: BENCH_PASSWORD,
+            concurrency: LOGIN_CONCURRENCY,
+            seconds,
+          });
+          return { latencies: reply.latencies, ok: reply.count, failed: 0, errors: 0, seconds: reply.seconds };
         });
-        return { latencies: reply.latencies, ok: reply.count, failed: 0, errors: 0, seconds: reply.seconds };
-      };
       // The service's event loop is sampled during every round: while it serves logins (A) and,
       // as a control, while it idles next to the raw argon2 rounds on the same core (B).
-      const sampled = async <T>(work: () => Promise<T>) => {
+      const eld = { login: [] as Eld[], idle: [] as Eld[] };
+      const sampled = async <T>(into: Eld[], work: () => Promise<T>) => {
         await service.request('eld-start');
         const result = await work();
-        const eld = await service.request<Eld & { type: string }>('eld-stop');
-        return { result, eld };
+        into.push(await service.request<Eld & { type: string }>('eld-stop'));
+        return result;
       };
-      await runRound(login, WARMUP_SECONDS);
-      await verify(WARMUP_SECONDS);
-      const a1 = await sampled(() => runRound(login, ROUND_SECONDS));
-      const b1 = await sampled(() => verify(ROUND_SECONDS));
-      const b2 = await sampled(() => verify(ROUND_SECONDS));
-      const a2 = await sampled(() => runRound(login, ROUND_SECONDS));
-      type Round = { latencies: number[]; ok: number; failed: number; errors: number; seconds: number };
-      const pool = (list: Round[]) =>
-        summarise(
-          list.flatMap((round) => round.latencies),
-          list.reduce((sum, round) => ({ ok: sum.ok + round.ok, failed: sum.failed + round.failed, errors: sum.errors + round.errors, seconds: sum.seconds + round.seconds }), {
-            ok: 0,
-            failed: 0,
-            errors: 0,
-            seconds: 0,
-          }),
-        );
-      return {
-        scenario: pool([a1.result, a2.result]),
-        baseline: pool([b1.result, b2.result]),
-        eldLogin: [a1.eld, a2.eld],
-        eldIdleNextToArgon: [b1.eld, b2.eld],
-      };
+      const compared = await alternate(
+        { a: (seconds) => sampled(eld.login, () => runRound(login, seconds)), b: (seconds) => sampled(eld.idle, () => verify(seconds)) },
+        loginRounds,
+      );
+      // The warm-up rounds are not part of the delay figures.
+      return { ...compared, eldLogin: eld.login.slice(1), eldIdleNextToArgon: eld.idle.slice(1) };
     });
     const strip = ({ p50, p99, max, samples }: Eld) => ({ p50, p99, max, samples });
     results.push(ratioResult(`POST /auth/login (${LOGIN_CONCURRENCY} clients)`, 'raw argon2id verify', measured, 0.85));
@@ -207,7 +212,7 @@ const httpScenarios = async (db: BenchDatabase, service: BenchChild, fixtures: F
       target: 'p99 ≤ 20 ms',
       pass: eldP99 <= 20,
       details: {
-        note: 'monitorEventLoopDelay in the service process, resolution 5 ms, delay beyond the sampling interval; worst of the two login rounds',
+        note: 'monitorEventLoopDelay in the service process, resolution 5 ms, delay beyond the sampling interval; worst of the login rounds',
         login: measured.eldLogin.map(strip),
         idleServiceWhileRawArgon2RunsOnTheSameCore: measured.eldIdleNextToArgon.map(strip),
       },
@@ -303,7 +308,7 @@ const main = async () => {
       httpConnections: HTTP_CONNECTIONS,
       loginConcurrency: LOGIN_CONCURRENCY,
       argon2: ARGON2,
-      order: 'warm-up of each side, then rounds A B B A (scenario, baseline, baseline, scenario)',
+      order: `warm-up of each side, then rounds ${ROUND_ORDER.split('').join(' ')} (A = scenario, B = baseline)`,
     },
     results,
     table,

@@ -10,6 +10,9 @@ import { z } from 'zod';
 import type { Config } from '../config/index.js';
 
 const ACCESS_TOKEN_TYPE = 'at+jwt';
+const CLOCK_TOLERANCE_SECONDS = 5;
+/** Verified tokens remembered per process (FIFO beyond this). */
+const VERIFIED_TOKENS_KEPT = 10_000;
 
 export const accessClaimsSchema = z.object({
   sub: z.string().uuid(),
@@ -51,6 +54,19 @@ export const createAccessTokenIssuer = (config: Pick<Config, 'secrets' | 'tokens
   }
   const { issuer, audience, accessTtlSeconds } = config.tokens;
 
+  /**
+   * Tokens already verified, with their claims, until they expire. A client presents the same
+   * token for its whole life, and verifying it again (HMAC through WebCrypto, the claims schema)
+   * cost more than the rest of an authenticated request. Keyed by the whole compact token: only
+   * an identical string that passed every check hits; the only check that depends on time, the
+   * expiry (jose: `exp <= now - tolerance` is expired), is made again on every hit.
+   */
+  const verified = new Map<string, AccessClaims>();
+  const remember = (token: string, claims: AccessClaims) => {
+    if (verified.size >= VERIFIED_TOKENS_KEPT) verified.delete(verified.keys().next().value as string);
+    verified.set(token, Object.freeze(claims));
+  };
+
   return {
     ttlSeconds: accessTtlSeconds,
     sign: ({ userId, sessionId, role, amr }) =>
@@ -63,6 +79,11 @@ export const createAccessTokenIssuer = (config: Pick<Config, 'secrets' | 'tokens
         .setExpirationTime(`${accessTtlSeconds}s`)
         .sign(current.secret),
     verify: async (token) => {
+      const known = verified.get(token);
+      if (known !== undefined) {
+        if (known.exp > Math.floor(Date.now() / 1000) - CLOCK_TOLERANCE_SECONDS) return known;
+        verified.delete(token);
+      }
       try {
         const { payload } = await jwtVerify(
           token,
@@ -71,9 +92,11 @@ export const createAccessTokenIssuer = (config: Pick<Config, 'secrets' | 'tokens
             if (!key) throw new InvalidAccessTokenError('unknown key id');
             return key;
           },
-          { algorithms: ['HS256'], issuer, audience, typ: ACCESS_TOKEN_TYPE, clockTolerance: 5 },
+          { algorithms: ['HS256'], issuer, audience, typ: ACCESS_TOKEN_TYPE, clockTolerance: CLOCK_TOLERANCE_SECONDS },
         );
-        return accessClaimsSchema.parse(payload);
+        const claims = accessClaimsSchema.parse(payload);
+        remember(token, claims);
+        return claims;
       } catch (error) {
         if (error instanceof InvalidAccessTokenError) throw error;
         if (error instanceof joseErrors.JOSEError || error instanceof z.ZodError || error instanceof TypeError) {

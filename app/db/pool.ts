@@ -6,6 +6,7 @@ import {
   createPool,
   createTypeParserPreset,
   SchemaValidationError,
+  sql,
   type DatabasePool,
   type Interceptor,
   type QueryResultRow,
@@ -32,6 +33,20 @@ const createResultParserInterceptor = (): Interceptor => ({
   },
 });
 
+/**
+ * Session state is reset where a caller could have left some: after an explicit `pool.connect()`
+ * session (e.g. the archive's session-level advisory lock). slonik's default runs DISCARD ALL
+ * after every release, which doubled the round trips of every one-off query and transaction;
+ * those only ever use transaction-scoped state (SET LOCAL, xact locks), which ends with them.
+ */
+const createExplicitSessionReset = (): Interceptor => ({
+  name: 'karaxas-explicit-session-reset',
+  beforePoolConnectionRelease: async (context, connection) => {
+    if (context.connectionType === 'EXPLICIT') await connection.query(sql.unsafe`DISCARD ALL`);
+    return null;
+  },
+});
+
 /** Timestamps arrive as ISO-8601 strings; everything else keeps slonik's defaults. */
 const typeParsers = [
   ...createTypeParserPreset().filter((parser) => parser.name !== 'timestamptz' && parser.name !== 'timestamp'),
@@ -53,7 +68,10 @@ export const createDatabasePool = async (database: Config['database']): Promise<
     // A dead database should surface as 503s quickly, not as requests queued behind retries.
     connectionRetryLimit: 1,
     captureStackTrace: false,
-    interceptors: [createResultParserInterceptor()],
+    interceptors: [createResultParserInterceptor(), createExplicitSessionReset()],
+    // A no-op rather than none: without an awaited reset, slonik's release finishes before it
+    // records that it started, and the connection is then refused as "pending release".
+    resetConnection: async () => undefined,
     typeParsers,
     ...(ssl === false ? {} : { ssl }),
   });

@@ -3,7 +3,7 @@
  * GC when --expose-gc is on), `eld-start` / `eld-stop` (event-loop delay measured in this
  * process with perf_hooks.monitorEventLoopDelay) and `stop`.
  */
-import { monitorEventLoopDelay } from 'node:perf_hooks';
+import { monitorEventLoopDelay, performance } from 'node:perf_hooks';
 
 type Handler = (message: Record<string, unknown>) => Promise<Record<string, unknown>> | Record<string, unknown>;
 
@@ -17,6 +17,11 @@ export const serveBenchIpc = (options: { url: string; stop: () => Promise<void>;
   const gc = (globalThis as { gc?: () => void }).gc;
 
   const builtIn: Record<string, Handler> = {
+    // CPU time of this process (every thread) in µs, and a monotonic clock in ms.
+    cpu: () => {
+      const usage = process.cpuUsage();
+      return { cpuMicros: usage.user + usage.system, at: performance.now() };
+    },
     mem: () => {
       if (gc) {
         gc();

@@ -66,14 +66,14 @@ export const startService = async (
   });
 };
 
-export const startBaseline = (db: BenchDatabase, mode: string) =>
+export const startBaseline = (db: BenchDatabase, mode: string, options: { cpuProfileDirectory?: string } = {}) =>
   spawnChild({
     label: `baseline ${mode}`,
     entry: join(benchDirectory, 'baselines.ts'),
     args: [mode],
     env: { PATH: process.env.PATH, HOME: process.env.HOME, BENCH_DATABASE_URL: db.url, DB_POOL_SIZE: '10' },
     core: SERVER_CORE,
-    nodeFlags: ['--expose-gc'],
+    nodeFlags: ['--expose-gc', ...(options.cpuProfileDirectory ? ['--cpu-prof', `--cpu-prof-dir=${resolve(options.cpuProfileDirectory)}`] : [])],
   });
 
 export const withChild = async <T>(child: Promise<BenchChild>, work: (child: BenchChild) => Promise<T>): Promise<T> => {

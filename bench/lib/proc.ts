@@ -54,7 +54,7 @@ export const nodeCommand = (options: { entry: string; args?: string[]; core?: nu
 export const spawnChild = async (options: SpawnOptions): Promise<BenchChild> => {
   const { command, args } = nodeCommand(options);
   const child = spawn(command, args, {
-    stdio: ['ignore', 'ignore', 'pipe', 'ipc'],
+    stdio: ['ignore', process.env.BENCH_CHILD_STDOUT === '1' ? 'inherit' : 'ignore', 'pipe', 'ipc'],
     env: options.env as NodeJS.ProcessEnv,
   });
   let stderr = '';

@@ -13,6 +13,8 @@ export type ScenarioResult = {
   baselineRate: number | null;
   baselineP99?: number | null;
   ratio: number | null;
+  /** Baseline CPU per request ÷ scenario CPU per request (server process): the ratio without the machine's noise. */
+  cpuRatio?: number | null;
   target: string;
   pass: boolean | null;
   /** Anything else worth keeping (event-loop delay, memory, every cold-start time). */
@@ -25,7 +27,7 @@ const fixed = (value: number | null | undefined, digits: number) =>
 const rateText = (value: number | null, unit: string) => (value === null ? '—' : `${value >= 100 ? value.toFixed(0) : value.toFixed(1)} ${unit}`);
 
 export const renderTable = (results: readonly ScenarioResult[]): string => {
-  const header = ['scenario', 'rate', 'p50 ms', 'p99 ms', 'baseline', 'baseline rate', 'ratio', 'target', 'result'];
+  const header = ['scenario', 'rate', 'p50 ms', 'p99 ms', 'baseline', 'baseline rate', 'ratio', 'CPU ratio', 'target', 'result'];
   const rows = results.map((result) => [
     result.scenario,
     rateText(result.rate, result.unit),
@@ -34,6 +36,7 @@ export const renderTable = (results: readonly ScenarioResult[]): string => {
     result.baseline,
     rateText(result.baselineRate, result.unit),
     result.ratio === null ? '—' : `${(result.ratio * 100).toFixed(0)}%`,
+    result.cpuRatio === null || result.cpuRatio === undefined ? '—' : `${(result.cpuRatio * 100).toFixed(0)}%`,
     result.target,
     result.pass === null ? 'info' : result.pass ? 'PASS' : 'FAIL',
   ]);

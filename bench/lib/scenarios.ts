@@ -3,7 +3,7 @@ import type { BenchSession, BenchUser } from './fixtures.js';
 import { BENCH_PASSWORD } from './fixtures.js';
 import { seedSecurityEvents } from './audit-seed.js';
 import { startBenchDatabase } from './db.js';
-import { createFixtures, HTTP_CONNECTIONS, LOGIN_CONCURRENCY, secrets, startService, type Fixtures } from './context.js';
+import { createFixtures, HTTP_CONNECTIONS, LOGIN_CONCURRENCY, secrets, startBaseline, startService, type Fixtures } from './context.js';
 import { runRound, type LoadSpec } from './load.js';
 
 /** Round-robin over `values`. */
@@ -82,6 +82,9 @@ export const loginLoad = (url: string, users: readonly BenchUser[]): LoadSpec =>
 };
 
 const aloneLoads: Record<string, (url: string, fixtures: Fixtures) => LoadSpec> = {
+  'baseline:koa-hello': (url) => healthzLoad(url),
+  'baseline:node-http': (url) => healthzLoad(url),
+  'baseline:koa-pg-me': (url, fixtures) => meBaselineLoad(url, fixtures.meSessions),
   healthz: (url) => healthzLoad(url),
   me: (url, fixtures) => meLoad(url, fixtures.meSessions),
   refresh: (url, fixtures) => refreshLoad(url, '/auth/refresh', fixtures.refreshSessions),
@@ -97,7 +100,9 @@ export const runScenarioAlone = async (scenario: string, seconds: number, profil
   try {
     if (scenario === 'metrics') await db.withClient((client) => seedSecurityEvents(client, { rows: 1_000_000, spreadDays: 180 }));
     const fixtures = await createFixtures(db);
-    const service = await startService(db, { cpuProfileDirectory: profileDirectory });
+    const service = scenario.startsWith('baseline:')
+      ? await startBaseline(db, scenario.slice('baseline:'.length), { cpuProfileDirectory: profileDirectory })
+      : await startService(db, { cpuProfileDirectory: profileDirectory });
     try {
       const spec = load(service.url, fixtures);
       await runRound(spec, 2);
