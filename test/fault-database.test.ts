@@ -62,6 +62,10 @@ test('PostgreSQL stopped mid-traffic: bounded 503s, /readyz 503, recovery withou
   const api = createApi(service.url);
 
   // A websocket in a chat channel from before the outage: it must hear messages sent after it.
+  // On failure, show what the service logged as errors (the answers only say internal_error).
+  t.teardown(() => {
+    for (const line of service.logs.lines.filter((entry) => entry.includes('"severity":"ERROR"')).slice(0, 5)) t.log(line.slice(0, 1_500));
+  });
   const listener = await signedInPlayer(api, 'Listener');
   const speaker = await signedInPlayer(api, 'Speaker');
   const socket = await openSocket(api, service.url, listener.token);
