@@ -385,6 +385,8 @@ export const startWeakServer = async (weaknesses: readonly Weakness[] = []): Pro
   };
 
   const server = createServer({ connectionsCheckingInterval: 250 }, (req, res) => void handle(req, res));
+  // Unknown Expect values are ignored (Node would answer a bare 417).
+  server.on('checkExpectation', (req, res) => void handle(req, res));
   server.headersTimeout = weak.has('slowHeaders') ? 60_000 : 2_000;
   server.requestTimeout = weak.has('slowHeaders') ? 120_000 : 10_000;
   server.on('clientError', (_error, socket: Duplex) => {
