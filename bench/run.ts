@@ -10,7 +10,8 @@
  *
  * Environment: DATABASE_URL (use that server instead of an embedded one), BENCH_ONLY
  * (comma-separated: healthz,me,refresh,login,metrics,realtime,coldstart), BENCH_ROUND_SECONDS
- * (default 2), BENCH_WARMUP_SECONDS (default 2), BENCH_CPU_PROF (a folder: the service writes a
+ * (default 2), BENCH_WARMUP_SECONDS (default 2), BENCH_AUDIT_SPREAD_DAYS (how far back the 1M
+ * seeded security events go, default 180: the hot window; 1 puts them all in the last day), BENCH_CPU_PROF (a folder: the service writes a
  * --cpu-prof profile there when it stops; `tsx bench/profile.ts` profiles one scenario alone).
  */
 import { cpus, totalmem } from 'node:os';
@@ -42,7 +43,7 @@ import { healthzLoad, loginLoad, meBaselineLoad, meLoad, METRICS_CONNECTIONS, me
 
 /** Target 6: rows in security_event_audit, spread over the hot window (SECURITY_AUDIT_HOT_DAYS, 180 by default). */
 const AUDIT_ROWS = 1_000_000;
-const AUDIT_SPREAD_DAYS = 180;
+const AUDIT_SPREAD_DAYS = Number(process.env.BENCH_AUDIT_SPREAD_DAYS ?? 180);
 
 const ROUND_SECONDS = Number(process.env.BENCH_ROUND_SECONDS ?? 2);
 const WARMUP_SECONDS = Number(process.env.BENCH_WARMUP_SECONDS ?? 2);
@@ -70,15 +71,24 @@ const cpuOf = (child: BenchChild) => () => child.request<CpuReading & { type: st
 /** A load aimed at `child`, with its CPU read around every round. */
 const on = (child: BenchChild, spec: LoadSpec): LoadSpec => ({ ...spec, cpu: cpuOf(child) });
 
+/**
+ * A scenario next to its baseline. `byCpu`: the server's work is the limit (no database lock or
+ * hashing in the way), so the verdict needs the CPU ratio too — when the load generator, sharing
+ * a busy 2-core machine, saturates before the server does, the throughput ratio drifts towards
+ * 100% and says nothing about the server; CPU per request does not depend on that.
+ */
 const ratioResult = (
   scenario: string,
   baseline: string,
   measured: Measured,
   minimumRatio: number,
-  extra: { target?: string; pass?: (ratio: number) => boolean; details?: Record<string, unknown> } = {},
+  extra: { target?: string; pass?: (ratio: number) => boolean; details?: Record<string, unknown>; byCpu?: boolean } = {},
 ): ScenarioResult => {
   const ratio = measured.scenario.rate / measured.baseline.rate;
+  const cpuRatio =
+    measured.scenario.cpuPerRequest && measured.baseline.cpuPerRequest ? measured.baseline.cpuPerRequest / measured.scenario.cpuPerRequest : null;
   const failures = measured.scenario.failed + measured.scenario.errors + measured.baseline.failed + measured.baseline.errors;
+  const meets = (value: number) => (extra.pass ? extra.pass(value) : value >= minimumRatio);
   return {
     scenario,
     unit: 'req/s',
@@ -89,12 +99,60 @@ const ratioResult = (
     baselineRate: measured.baseline.rate,
     baselineP99: measured.baseline.p99,
     ratio,
-    target: extra.target ?? `≥ ${Math.round(minimumRatio * 100)}%`,
+    cpuRatio,
+    target: extra.target ?? `≥ ${Math.round(minimumRatio * 100)}%${extra.byCpu ? ' (both)' : ''}`,
     // A run with failed requests proves nothing.
-    pass: failures === 0 && (extra.pass ? extra.pass(ratio) : ratio >= minimumRatio),
-    cpuRatio:
-      measured.scenario.cpuPerRequest && measured.baseline.cpuPerRequest ? measured.baseline.cpuPerRequest / measured.scenario.cpuPerRequest : null,
-    details: { scenario: counts(measured.scenario), baseline: counts(measured.baseline), ...extra.details },
+    pass: failures === 0 && meets(ratio) && (!extra.byCpu || (cpuRatio !== null && meets(cpuRatio))),
+    details: {
+      verdict: extra.byCpu ? 'throughput ratio and CPU ratio must both meet the target' : 'throughput ratio (the server is not CPU-bound here)',
+      scenario: counts(measured.scenario),
+      baseline: counts(measured.baseline),
+      ...extra.details,
+    },
+  };
+};
+
+/**
+ * Polls pg_stat_activity every 20 ms: how many backends of the run's database wait for an
+ * advisory lock (the security-event chain lock) or any lock, until `stop`.
+ */
+const sampleLockWaits = (db: BenchDatabase) => {
+  let stopped = false;
+  const summary = db.withClient(async (client) => {
+    let samples = 0;
+    let advisory = 0;
+    let anyLock = 0;
+    let active = 0;
+    let withWaiters = 0;
+    while (!stopped) {
+      const { rows } = await client.query<{ advisory: number; locks: number; active: number }>(
+        `SELECT count(*) FILTER (WHERE wait_event_type = 'Lock' AND wait_event = 'advisory')::int AS advisory,
+                count(*) FILTER (WHERE wait_event_type = 'Lock')::int AS locks,
+                count(*) FILTER (WHERE state <> 'idle' AND pid <> pg_backend_pid())::int AS active
+           FROM pg_stat_activity WHERE datname = current_database()`,
+      );
+      const row = rows[0]!;
+      samples += 1;
+      advisory += row.advisory;
+      anyLock += row.locks;
+      active += row.active;
+      if (row.advisory > 0) withWaiters += 1;
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+    const mean = (value: number) => Number((value / Math.max(1, samples)).toFixed(2));
+    return {
+      samples,
+      meanWaitingForChainLock: mean(advisory),
+      meanWaitingForAnyLock: mean(anyLock),
+      meanActiveBackends: mean(active),
+      shareOfSamplesWithChainLockWaiters: mean(withWaiters),
+    };
+  });
+  return {
+    summary,
+    stop: () => {
+      stopped = true;
+    },
   };
 };
 
@@ -120,7 +178,7 @@ const httpScenarios = async (db: BenchDatabase, service: BenchChild, fixtures: F
     const measured = await withChild(startBaseline(db, 'koa-hello'), (koa) =>
       compareLoads(on(service, healthzLoad(service.url)), on(koa, healthzLoad(koa.url)), rounds),
     );
-    results.push(ratioResult('GET /healthz (whole middleware stack)', 'Koa+router hello', measured, 0.8));
+    results.push(ratioResult('GET /healthz (whole middleware stack)', 'Koa+router hello', measured, 0.8, { byCpu: true }));
     const raw = await withChild(startBaseline(db, 'node-http'), (node) => measureLoad(on(node, healthzLoad(node.url)), rounds));
     results.push({
       scenario: 'raw node:http hello (reference)',
@@ -143,25 +201,46 @@ const httpScenarios = async (db: BenchDatabase, service: BenchChild, fixtures: F
     const measured = await withChild(startBaseline(db, 'koa-pg-me'), (koa) =>
       compareLoads(on(service, meLoad(service.url, fixtures.meSessions)), on(koa, meBaselineLoad(koa.url, fixtures.meSessions)), rounds),
     );
-    results.push(ratioResult('GET /auth/me (JWT + revocation + profile)', 'Koa+pg PK lookup', measured, 0.6));
+    results.push(ratioResult('GET /auth/me (JWT + revocation + profile)', 'Koa+pg PK lookup', measured, 0.6, { byCpu: true }));
   }
 
   // 3. POST /auth/refresh vs the same rotation transaction with raw pg; p99 ≤ 50 ms at 32 clients.
   if (enabled('refresh')) {
     console.log('· POST /auth/refresh');
+    // One chain of live tokens per side, kept across every round (a token presented twice would be reuse).
+    const serviceRefresh = on(service, refreshLoad(service.url, '/auth/refresh', fixtures.refreshSessions));
+    // Every rotation appends to the security-event chain, whose lock is held from that insert to
+    // COMMIT: sample how many transactions wait for it while the load runs.
+    const lockWaits = sampleLockWaits(db);
     const measured = await withChild(startBaseline(db, 'koa-pg-refresh'), (koa) =>
-      compareLoads(
-        on(service, refreshLoad(service.url, '/auth/refresh', fixtures.refreshSessions)),
-        on(koa, refreshLoad(koa.url, '/refresh', fixtures.baselineRefreshSessions)),
-        rounds,
-      ),
-    );
+      compareLoads(serviceRefresh, on(koa, refreshLoad(koa.url, '/refresh', fixtures.baselineRefreshSessions)), rounds),
+    ).finally(() => lockWaits.stop());
+    // The same chain at a quarter of the concurrency: where the p99 lands when the lock queue is short.
+    const fewer = await measureLoad({ ...serviceRefresh, connections: 8 }, { warmupSeconds: 0, roundSeconds: ROUND_SECONDS / 2 });
     results.push(
       ratioResult(`POST /auth/refresh (${HTTP_CONNECTIONS} clients)`, 'same tx, raw pg', measured, 0.5, {
         target: '≥ 50%, p99 ≤ 50 ms',
         pass: (ratio) => ratio >= 0.5 && measured.scenario.p99 <= 50,
+        details: {
+          chainLock: await lockWaits.summary,
+          at8Clients: counts(fewer),
+          note: 'the baseline issues the same statements, so it waits for the same security-event chain lock',
+        },
       }),
     );
+    results.push({
+      scenario: 'POST /auth/refresh (8 clients)',
+      unit: 'req/s',
+      rate: fewer.rate,
+      p50: fewer.p50,
+      p99: fewer.p99,
+      baseline: '—',
+      baselineRate: null,
+      ratio: null,
+      target: 'reference',
+      pass: null,
+      details: counts(fewer),
+    });
   }
 
   // 4. POST /auth/login vs raw argon2id verify at the same concurrency; event-loop delay p99 ≤ 20 ms.
@@ -260,7 +339,7 @@ const main = async () => {
       await httpScenarios(db, service, fixtures, results, seeded);
       if (enabled('realtime')) {
         console.log('· realtime');
-        results.push(...(await runRealtimeScenarios(db, service)));
+        results.push(...(await runRealtimeScenarios(db)));
       }
     } finally {
       await service.stop();

@@ -12,7 +12,8 @@ const wsUrlOf = (httpUrl: string) => httpUrl.replace(/^http/, 'ws');
 
 const open = (url: string) =>
   new Promise<WebSocket>((resolve, reject) => {
-    const ws = new WebSocket(url, { perMessageDeflate: false, handshakeTimeout: 30_000 });
+    // The receivers are measuring instruments: no UTF-8 validation of frames the server wrote.
+    const ws = new WebSocket(url, { perMessageDeflate: false, handshakeTimeout: 30_000, skipUTF8Validation: true });
     ws.once('open', () => resolve(ws));
     ws.once('unexpected-response', (_request, response) => reject(new Error(`upgrade refused: ${response.statusCode}`)));
     ws.once('error', reject);
@@ -67,18 +68,29 @@ export const joinAll = async (sockets: readonly WebSocket[], channel: string) =>
  * The sender sends `messages` chat.send frames, one at a time (the next once every receiver has
  * the previous one, plus `gapMs`); each receiver records the time from the send to its delivery.
  */
-export const measureFanOut = async (options: { sender: WebSocket; receivers: readonly WebSocket[]; channel: string; messages: number; gapMs: number }) => {
+export const measureFanOut = async (options: {
+  sender: WebSocket;
+  receivers: readonly WebSocket[];
+  channel: string;
+  messages: number;
+  gapMs: number;
+  /** Sent first and not measured (JIT, pools, the first NOTIFY round trip). */
+  warmupMessages?: number;
+}) => {
   const { sender, receivers, channel } = options;
   const sentAt = new Map<string, number>();
   const latencies: number[] = [];
   let pending = 0;
   let allDelivered: (() => void) | undefined;
+  // A delivery is timed when its frame is read; the id is found without parsing the whole frame.
+  const marker = Buffer.from('"clientMsgId":"');
   const listeners = receivers.map((ws) => {
     const onMessage = (data: Buffer) => {
       const received = performance.now();
-      const frame = JSON.parse(data.toString('utf8')) as { type: string; clientMsgId?: string | null; code?: string };
-      if (frame.type !== 'chat.message' || !frame.clientMsgId) return;
-      const sent = sentAt.get(frame.clientMsgId);
+      const start = data.indexOf(marker);
+      if (start < 0) return;
+      const from = start + marker.length;
+      const sent = sentAt.get(data.toString('latin1', from, data.indexOf(34, from)));
       if (sent === undefined) return;
       latencies.push(received - sent);
       pending -= 1;
@@ -93,9 +105,12 @@ export const measureFanOut = async (options: { sender: WebSocket; receivers: rea
   };
   sender.on('message', onSenderFrame);
   let busy = 0;
+  const warmup = options.warmupMessages ?? 3;
+  const perMessageMax: number[] = [];
   try {
-    for (let index = 0; index < options.messages; index += 1) {
-      const clientMsgId = `bench-${Date.now().toString(36)}-${index}`;
+    for (let index = -warmup; index < options.messages; index += 1) {
+      const before = latencies.length;
+      const clientMsgId = `bench-${Date.now().toString(36)}-${index < 0 ? `w${-index}` : index}`;
       pending = receivers.length;
       const delivered = new Promise<void>((resolve, reject) => {
         allDelivered = resolve;
@@ -105,7 +120,12 @@ export const measureFanOut = async (options: { sender: WebSocket; receivers: rea
       sentAt.set(clientMsgId, started);
       sender.send(JSON.stringify({ type: 'chat.send', channel, text: `bench message ${index}`, clientMsgId }));
       await delivered;
-      busy += performance.now() - started;
+      if (index < 0) {
+        latencies.length = before;
+      } else {
+        busy += performance.now() - started;
+        perMessageMax.push(Math.max(...latencies.slice(before)));
+      }
       await new Promise((resolve) => setTimeout(resolve, options.gapMs));
     }
   } finally {
@@ -119,6 +139,8 @@ export const measureFanOut = async (options: { sender: WebSocket; receivers: rea
     deliveries: latencies.length,
     /** Deliveries per second while a message was in flight. */
     rate: latencies.length / (busy / 1000),
+    /** The slowest delivery of each message, in order (ms). */
+    perMessageMax: perMessageMax.map((value) => Number(value.toFixed(1))),
   };
 };
 
