@@ -112,7 +112,10 @@ const startInstance = async (name: string, env: Record<string, string>): Promise
   const deadline = Date.now() + 60_000;
   while (!listening) {
     if (child.exitCode !== null) throw new Error(`instance ${name} exited at boot: ${stderr}`);
-    if (Date.now() > deadline) throw new Error(`instance ${name} did not listen within 60 s: ${stderr}`);
+    if (Date.now() > deadline) {
+      child.kill('SIGKILL');
+      throw new Error(`instance ${name} did not listen within 60 s: ${stderr}`);
+    }
     listening = await fetch(`${instance.url}/healthz`).then(
       (response) => response.ok,
       () => false,
