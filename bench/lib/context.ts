@@ -53,7 +53,7 @@ export const serviceEnvironment = (db: BenchDatabase, port: number): Record<stri
 
 export const startService = async (
   db: BenchDatabase,
-  options: { label?: string; env?: Record<string, string>; cpuProfileDirectory?: string } = {},
+  options: { label?: string; env?: Record<string, string>; cpuProfileDirectory?: string; nodeFlags?: string[] } = {},
 ): Promise<BenchChild> => {
   const profileDirectory = options.cpuProfileDirectory ?? process.env.BENCH_CPU_PROF;
   if (profileDirectory) await mkdir(profileDirectory, { recursive: true });
@@ -62,18 +62,18 @@ export const startService = async (
     entry: join(benchDirectory, 'server-entry.ts'),
     env: { ...serviceEnvironment(db, await freePort()), ...options.env },
     core: SERVER_CORE,
-    nodeFlags: ['--expose-gc', ...(profileDirectory ? ['--cpu-prof', `--cpu-prof-dir=${resolve(profileDirectory)}`] : [])],
+    nodeFlags: ['--expose-gc', ...(options.nodeFlags ?? []), ...(profileDirectory ? ['--cpu-prof', `--cpu-prof-dir=${resolve(profileDirectory)}`] : [])],
   });
 };
 
-export const startBaseline = (db: BenchDatabase, mode: string, options: { cpuProfileDirectory?: string } = {}) =>
+export const startBaseline = (db: BenchDatabase, mode: string, options: { cpuProfileDirectory?: string; nodeFlags?: string[] } = {}) =>
   spawnChild({
     label: `baseline ${mode}`,
     entry: join(benchDirectory, 'baselines.ts'),
     args: [mode],
     env: { PATH: process.env.PATH, HOME: process.env.HOME, BENCH_DATABASE_URL: db.url, DB_POOL_SIZE: '10' },
     core: SERVER_CORE,
-    nodeFlags: ['--expose-gc', ...(options.cpuProfileDirectory ? ['--cpu-prof', `--cpu-prof-dir=${resolve(options.cpuProfileDirectory)}`] : [])],
+    nodeFlags: ['--expose-gc', ...(options.nodeFlags ?? []), ...(options.cpuProfileDirectory ? ['--cpu-prof', `--cpu-prof-dir=${resolve(options.cpuProfileDirectory)}`] : [])],
   });
 
 export const withChild = async <T>(child: Promise<BenchChild>, work: (child: BenchChild) => Promise<T>): Promise<T> => {
