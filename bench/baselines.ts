@@ -4,6 +4,9 @@
  *
  *   node-http       raw node:http hello — the physical limit of this box
  *   koa-hello       bare Koa 3 + @koa/router hello
+ *   koa-contract-hello  the same, plus what the API contract makes every response carry: the
+ *                   16 headers of GET /healthz (security headers, Vary, request id) and one JSON
+ *                   access-log line — the part of the platform's cost that is not ours to remove
  *   koa-pg-me       bare Koa route doing /auth/me's primary-key lookup of the user with raw pg
  *   koa-pg-refresh  bare Koa route issuing the refresh-rotation transaction with raw pg
  *   koa-pg-metrics  bare Koa route issuing the three queries of GET /ops/release/metrics with raw pg
@@ -18,6 +21,7 @@ import Router from '@koa/router';
 import argon2 from 'argon2';
 import Koa from 'koa';
 import pg from 'pg';
+import { pino } from 'pino';
 import { WebSocket, WebSocketServer } from 'ws';
 import { serveBenchIpc } from './lib/child.js';
 
@@ -58,10 +62,11 @@ const startNodeHttp = async () => {
   serveBenchIpc({ url: await listen(server), stop: () => closeServer(server) });
 };
 
-const startKoa = async (configure: (router: Router) => void, cleanup: () => Promise<void> = async () => undefined) => {
+const startKoa = async (configure: (router: Router) => void, cleanup: () => Promise<void> = async () => undefined, before?: Koa.Middleware) => {
   const app = new Koa();
   const router = new Router();
   configure(router);
+  if (before) app.use(before);
   app.use(router.routes()).use(router.allowedMethods());
   const server = createServer(app.callback());
   serveBenchIpc({
@@ -79,6 +84,57 @@ const startKoaHello = () =>
       ctx.body = { status: 'ok' };
     });
   });
+
+/** Static response headers of GET /healthz (contract §1), as the service sends them. */
+const contractHeaders: Array<[string, string]> = [
+  ['Cache-Control', 'no-store'],
+  ['Permissions-Policy', 'accelerometer=(), camera=(), display-capture=(), geolocation=(), gyroscope=(), magnetometer=(), microphone=(), payment=(), usb=(), interest-cohort=()'],
+  ['Content-Security-Policy', "default-src 'none';frame-ancestors 'none'"],
+  ['Cross-Origin-Opener-Policy', 'same-origin'],
+  ['Cross-Origin-Resource-Policy', 'same-site'],
+  ['Origin-Agent-Cluster', '?1'],
+  ['Referrer-Policy', 'no-referrer'],
+  ['X-Content-Type-Options', 'nosniff'],
+  ['X-DNS-Prefetch-Control', 'off'],
+  ['X-Download-Options', 'noopen'],
+  ['X-Frame-Options', 'DENY'],
+  ['X-Permitted-Cross-Domain-Policies', 'none'],
+  ['X-XSS-Protection', '0'],
+  ['Vary', 'Origin'],
+];
+
+const startKoaContractHello = () => {
+  const logger = pino({ messageKey: 'message', base: undefined }, pino.destination({ dest: 1, sync: true, minLength: 4_096, periodicFlush: 100 }));
+  return startKoa(
+    (router) => {
+      router.get('/healthz', (ctx) => {
+        ctx.body = { status: 'ok' };
+      });
+    },
+    async () => undefined,
+    async (ctx, next) => {
+      const started = process.hrtime.bigint();
+      const requestId = randomUUID();
+      ctx.set('X-Request-ID', requestId);
+      for (const [name, value] of contractHeaders) ctx.set(name, value);
+      await next();
+      logger.info(
+        {
+          requestId,
+          httpRequest: {
+            requestMethod: ctx.method,
+            requestUrl: ctx.path,
+            status: ctx.status,
+            remoteIp: ctx.ip,
+            latency: `${(Number(process.hrtime.bigint() - started) / 1e9).toFixed(6)}s`,
+            responseSize: ctx.response.length,
+          },
+        },
+        `${ctx.method} ${ctx.path} ${ctx.status}`,
+      );
+    },
+  );
+};
 
 /** The same primary-key lookup as the auth store's findUserById, and the same response shape. */
 const startKoaPgMe = async () => {
@@ -303,6 +359,7 @@ const startArgon2 = () => {
 const modes: Record<string, () => Promise<void> | void> = {
   'node-http': startNodeHttp,
   'koa-hello': startKoaHello,
+  'koa-contract-hello': startKoaContractHello,
   'koa-pg-me': startKoaPgMe,
   'koa-pg-refresh': startKoaPgRefresh,
   'koa-pg-metrics': startKoaPgMetrics,

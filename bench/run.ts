@@ -179,6 +179,15 @@ const httpScenarios = async (db: BenchDatabase, service: BenchChild, fixtures: F
       compareLoads(on(service, healthzLoad(service.url)), on(koa, healthzLoad(koa.url)), rounds),
     );
     results.push(ratioResult('GET /healthz (whole middleware stack)', 'Koa+router hello', measured, 0.8, { byCpu: true }));
+    // How much of the gap is the contract itself: bare Koa sending the same headers and log line.
+    const contract = await withChild(startBaseline(db, 'koa-contract-hello'), (koa) =>
+      compareLoads(on(service, healthzLoad(service.url)), on(koa, healthzLoad(koa.url)), rounds),
+    );
+    results.push({
+      ...ratioResult('GET /healthz vs Koa + the contract’s headers and log line', 'Koa+router+contract', contract, 0.8, { byCpu: true }),
+      target: 'reference',
+      pass: null,
+    });
     const raw = await withChild(startBaseline(db, 'node-http'), (node) => measureLoad(on(node, healthzLoad(node.url)), rounds));
     results.push({
       scenario: 'raw node:http hello (reference)',
