@@ -32,7 +32,8 @@ const main = async () => {
     const logger = createLogger(config);
     const service = await startService({ config, logger });
     stopOnSignals(service, logger, config.shutdownTimeoutMs, async () => embedded?.stop());
-    console.log(
+    // For the person at the terminal, not the structured log: the banner goes straight to stdout.
+    process.stdout.write(
       [
         `Karaxas API listening on ${service.url}`,
         embedded
@@ -40,6 +41,7 @@ const main = async () => {
           : '  database: as configured',
         `  local-only secrets: ${profile.secretsFile} (the ops API token is OPS_API_TOKEN there)`,
         `  API document: ${service.url}/openapi.json`,
+        '',
       ].join('\n'),
     );
   } catch (error) {

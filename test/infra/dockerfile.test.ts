@@ -85,13 +85,11 @@ test('no secrets: no secret-looking ENV/ARG, no wholesale COPY, no remote ADD', 
   }
 });
 
-test('hadolint passes when it is installed', async (t) => {
-  const probe = spawnSync('hadolint', ['--version'], { encoding: 'utf8' });
-  if (probe.error) {
-    t.log('hadolint not installed: only the line checks above ran');
-    t.pass();
-    return;
-  }
+// hadolint is not packaged for the registries these machines reach; where it is installed, the
+// Dockerfile must pass it too (elsewhere only the line checks above run, and the output says so).
+const hasHadolint = !spawnSync('hadolint', ['--version'], { encoding: 'utf8' }).error;
+if (!hasHadolint) console.log('dockerfile: hadolint is not installed, so only the line checks run');
+(hasHadolint ? test : Object.assign(() => undefined, test))('hadolint passes', async (t) => {
   const result = await new Promise<{ code: number; out: string }>((resolve) => {
     execFile('hadolint', [path.join(ROOT, 'Dockerfile')], (error, stdout, stderr) =>
       resolve({ code: error ? 1 : 0, out: stdout + stderr }),
