@@ -149,12 +149,14 @@ export const startService = async ({ config, logger, port, extraRoutes = [] }: S
   // The LISTEN/NOTIFY hub (realtime below) is created first: authentication's revocation cache listens on it.
   const hub = createNotificationHub({ database: config.database, logger });
   const revocations = createRevocationCache({ hub, pool, logger });
+  const authStore = createAuthStore(pool);
+  const passwords = createPasswordHasher(config.passwordHashing);
   const auth = createAuthService({
     revocations,
     pool,
-    store: createAuthStore(pool),
+    store: authStore,
     audit,
-    passwords: createPasswordHasher(config.passwordHashing),
+    passwords,
     tokens: createAccessTokenIssuer(config),
     config,
     logger,
@@ -197,7 +199,6 @@ export const startService = async ({ config, logger, port, extraRoutes = [] }: S
 
   // Release policies, publish drains across instances, the ops API and the password reset
   // (contract §6, §7).
-  const authStore = createAuthStore(pool);
   const opsStore = createOpsStore(pool);
   const adminAudit = createAdminAuditRecorder(opsStore);
   const release = createReleaseService({
@@ -215,7 +216,7 @@ export const startService = async ({ config, logger, port, extraRoutes = [] }: S
     pool,
     auth,
     store: authStore,
-    passwords: createPasswordHasher(config.passwordHashing),
+    passwords,
     audit,
     secondFactor: mfa.withSecondFactor,
   });

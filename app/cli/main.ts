@@ -204,6 +204,21 @@ const pageOptions = {
   'max-items': { type: 'string' },
 } as const satisfies Options;
 
+/**
+ * One page (`--cursor`), or with `--all` every page up to `--max-items` (default 10,000): the
+ * shape both audit listings share.
+ */
+const onePageOrAll = async <T>(
+  parsed: Parsed,
+  all: (maxItems: number) => AsyncIterable<T>,
+  page: (cursor: string | undefined) => Promise<{ items: T[]; nextCursor: string | null }>,
+): Promise<{ items: T[]; nextCursor: string | null }> => {
+  if (!bool(parsed, 'all')) return page(str(parsed, 'cursor'));
+  const items: T[] = [];
+  for await (const item of all(intFrom(str(parsed, 'max-items'), '--max-items', { min: 1 }) ?? 10_000)) items.push(item);
+  return { items, nextCursor: null };
+};
+
 const adminAuditCommand: Command = {
   name: 'admin-audit',
   summary: 'GET /ops/release/admin-audit: admin actions, newest first',
@@ -225,16 +240,11 @@ Examples:
       limit: intFrom(str(parsed, 'limit'), '--limit', { min: 1, max: 500 }),
     };
     const api = await client();
-    let items;
-    let nextCursor: string | null = null;
-    if (bool(parsed, 'all')) {
-      items = [];
-      for await (const item of api.adminAuditAll(query, intFrom(str(parsed, 'max-items'), '--max-items', { min: 1 }) ?? 10_000)) items.push(item);
-    } else {
-      const page = await api.adminAudit({ ...query, cursor: str(parsed, 'cursor') });
-      items = page.items;
-      nextCursor = page.nextCursor;
-    }
+    const { items, nextCursor } = await onePageOrAll(
+      parsed,
+      (maxItems) => api.adminAuditAll(query, maxItems),
+      (cursor) => api.adminAudit({ ...query, cursor }),
+    );
     if (json) {
       printJson(io, { items, nextCursor });
       return 0;
@@ -277,18 +287,11 @@ Examples:
       limit: intFrom(str(parsed, 'limit'), '--limit', { min: 1, max: 500 }),
     };
     const api = await client();
-    let items;
-    let nextCursor: string | null = null;
-    if (bool(parsed, 'all')) {
-      items = [];
-      for await (const item of api.securityAuditAll(query, intFrom(str(parsed, 'max-items'), '--max-items', { min: 1 }) ?? 10_000)) {
-        items.push(item);
-      }
-    } else {
-      const page = await api.securityAudit({ ...query, cursor: str(parsed, 'cursor') });
-      items = page.items;
-      nextCursor = page.nextCursor;
-    }
+    const { items, nextCursor } = await onePageOrAll(
+      parsed,
+      (maxItems) => api.securityAuditAll(query, maxItems),
+      (cursor) => api.securityAudit({ ...query, cursor }),
+    );
     if (json) {
       printJson(io, { items, nextCursor });
       return 0;
