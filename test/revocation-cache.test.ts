@@ -98,9 +98,11 @@ test.serial('a session served from memory on both services stops working on both
   await warmUntilServedFromMemory(t, f, f.apiB, pair.accessToken);
   await warmUntilServedFromMemory(t, f, f.apiA, pair.accessToken);
 
-  // Revoked through A; both keep answering from memory until the notification evicts it.
+  // Revoked through A: A stops at once (it evicts the session in the revoking transaction); B
+  // keeps answering from memory until the notification evicts it.
   t.is((await f.apiA.post('/auth/logout', undefined, pair.accessToken)).status, 204);
   const revokedAt = performance.now();
+  t.is(await meStatus(f.apiA, pair.accessToken), 401, 'the very next request on the revoking instance is refused');
   const [onA, onB] = await Promise.all([msUntilRejected(f.apiA, pair.accessToken, revokedAt), msUntilRejected(f.apiB, pair.accessToken, revokedAt)]);
   t.log(`rejected after ${onA.toFixed(0)} ms on A, ${onB.toFixed(0)} ms on B`);
   t.true(onA <= 1_000, `A took ${onA} ms`);
@@ -287,6 +289,52 @@ test('a lookup in flight while its session is revoked is not cached; unrelated l
   cache.remember(markUnrelated, unrelated);
   t.is(cache.get(raced.id), undefined);
   t.truthy(cache.get(unrelated.id));
+  await cache.close();
+});
+
+test('a revocation this process makes takes effect here before its notification arrives, even for lookups in flight', async (t) => {
+  const script = scriptedHub();
+  const cache = await newCache(script);
+  await untilTrusted(cache);
+  const [revoked, inFlight, other] = [session(), session(), session()];
+  for (const row of [revoked, other]) cache.remember(cache.mark(), row);
+  const markInFlight = cache.mark();
+  // Inside the revoking transaction: no notification yet (it comes at commit).
+  cache.revoking({ sessionIds: [revoked.id, inFlight.id] });
+  t.is(cache.get(revoked.id), undefined);
+  t.truthy(cache.get(other.id), 'other sessions stay cached');
+  // A lookup that read the row before the commit (still active) is not cached, nor is a new one.
+  cache.remember(markInFlight, inFlight);
+  cache.remember(cache.mark(), revoked);
+  t.is(cache.get(inFlight.id), undefined);
+  t.is(cache.get(revoked.id), undefined);
+
+  cache.revoking('all');
+  t.is(cache.get(other.id), undefined, 'revoking every session empties the cache');
+  cache.remember(cache.mark(), other);
+  t.is(cache.get(other.id), undefined, 'and nothing is cached while that transaction may be committing');
+  await cache.close();
+});
+
+test('sessions reported as revoked are cached again only after the pending time (a rolled-back revocation)', async (t) => {
+  const script = scriptedHub();
+  const cache = createRevocationCache({
+    hub: script.hub,
+    pool: {} as never,
+    logger: createLogger({ logLevel: 'silent' }),
+    heartbeatIntervalMs: 10,
+    pendingMs: 50,
+  });
+  await cache.start();
+  await untilTrusted(cache);
+  const row = session();
+  cache.revoking({ sessionIds: [row.id] });
+  cache.remember(cache.mark(), row);
+  t.is(cache.get(row.id), undefined);
+  await new Promise((resolve) => setTimeout(resolve, 80));
+  await untilTrusted(cache);
+  cache.remember(cache.mark(), row);
+  t.truthy(cache.get(row.id));
   await cache.close();
 });
 

@@ -23,6 +23,14 @@
  * Races: a lookup that was in flight while a revocation of that session (or any connection
  * change) arrived is not cached, since its row may predate the revocation.
  *
+ * Read-your-writes on the revoking instance: the notification arrives only after the revoking
+ * transaction commits — usually before its HTTP answer is sent, but not always. So the auth service
+ * also reports every revocation it makes, inside the transaction ({@link RevocationCache.revoking}):
+ * those sessions are evicted at once and not cached again for {@link RevocationCacheOptions.pendingMs}
+ * (a session revoked and committed is never found active again; one whose transaction rolls back
+ * is merely read from the database meanwhile). A client that is told "revoked" is therefore
+ * refused on its very next request to this instance; other instances follow within the bound.
+ *
  * Heartbeats run only while the cache is in use (requests seen in the last `idleAfterMs`), so an
  * idle instance sends nothing; the first request after a pause goes to the database.
  */
@@ -46,6 +54,12 @@ export interface RevocationCache {
   mark(): LookupMark;
   /** Caches a session the lookup started at `mark` found active, unless anything may have changed since. */
   remember(mark: LookupMark, session: Pick<SessionRow, 'id' | 'user_id' | 'role' | 'amr' | 'expires_at'>): void;
+  /**
+   * Reports a revocation this process is making, inside its transaction: the sessions (or, with
+   * `'all'`, every session) are evicted now and not cached again while the transaction may still
+   * be committing.
+   */
+  revoking(target: { sessionIds: readonly string[] } | 'all'): void;
   /** Subscribes to the revocation and heartbeat channels. */
   start(): Promise<void>;
   close(): Promise<void>;
@@ -66,6 +80,11 @@ export type RevocationCacheOptions = {
   maxEntries?: number;
   /** A session this close to its expiry is asked about again (clock differences with the database). */
   expiryMarginMs?: number;
+  /**
+   * How long a session reported by {@link RevocationCache.revoking} is not cached: longer than any
+   * revoking transaction (they are single statements plus an audit row) plus notification latency.
+   */
+  pendingMs?: number;
 };
 
 type Entry = KnownSession & { expiresAt: number };
@@ -77,6 +96,7 @@ export const createRevocationCache = (options: RevocationCacheOptions): Revocati
   const idleAfterMs = options.idleAfterMs ?? 10_000;
   const maxEntries = options.maxEntries ?? 100_000;
   const expiryMarginMs = options.expiryMarginMs ?? 5_000;
+  const pendingMs = options.pendingMs ?? 30_000;
   const heartbeatChannel = `karaxas_revocation_heartbeat_${randomBytes(8).toString('hex')}`;
 
   const entries = new Map<string, Entry>();
@@ -88,6 +108,11 @@ export const createRevocationCache = (options: RevocationCacheOptions): Revocati
   const recentlyRevoked = new Map<string, number>();
   /** Revocation numbers at or below this are no longer in `recentlyRevoked`. */
   let forgottenUpTo = 0;
+
+  /** sessionId → until when (performance.now()) it is not cached: revoked by this process. */
+  const pending = new Map<string, number>();
+  /** Nothing is cached before this time: this process revoked every session. */
+  let pendingAllUntil = Number.NEGATIVE_INFINITY;
 
   let sequence = 0;
   const sentAt = new Map<number, number>();
@@ -198,6 +223,13 @@ export const createRevocationCache = (options: RevocationCacheOptions): Revocati
 
     remember: (mark, session) => {
       if (closed || mark.generation !== generation || !trusted()) return;
+      const now = performance.now();
+      if (now < pendingAllUntil) return;
+      const pendingUntil = pending.get(session.id);
+      if (pendingUntil !== undefined) {
+        if (now < pendingUntil) return;
+        pending.delete(session.id);
+      }
       if (mark.revocations !== revocations) {
         if (mark.revocations < forgottenUpTo) return;
         const revokedAt = recentlyRevoked.get(session.id);
@@ -210,6 +242,27 @@ export const createRevocationCache = (options: RevocationCacheOptions): Revocati
         entries.delete(entries.keys().next().value as string);
       }
       entries.set(session.id, { userId: session.user_id, role: session.role, amr: [...session.amr], expiresAt });
+    },
+
+    revoking: (target) => {
+      const until = performance.now() + pendingMs;
+      if (target === 'all' || pending.size + target.sessionIds.length > maxEntries) {
+        pendingAllUntil = until;
+        pending.clear();
+        if (entries.size > 0) counters.clears += 1;
+        entries.clear();
+        return;
+      }
+      for (const [sessionId, expires] of pending) {
+        // Insertion order is expiry order: stop at the first one still pending.
+        if (expires > until - pendingMs) break;
+        pending.delete(sessionId);
+      }
+      for (const sessionId of target.sessionIds) {
+        pending.delete(sessionId);
+        pending.set(sessionId, until);
+        if (entries.delete(sessionId)) counters.evictions += 1;
+      }
     },
 
     start: async () => {

@@ -151,6 +151,19 @@ export const createAuthService = (deps: AuthDeps) => {
     | { kind: 'reused' }
     | { kind: 'revoked_for_reuse' };
 
+  // Every revocation goes through these two (and revokeAllSessionsIn), so that this instance's
+  // revocation cache stops serving the sessions before the client hears they are revoked.
+  const revokeSession = async (tx: Queryable, revocation: { sessionId: string; userId: string; reason: RevocationReason }) => {
+    const revoked = await store.revokeSession(tx, revocation);
+    if (revoked) deps.revocations?.revoking({ sessionIds: [revoked.id] });
+    return revoked;
+  };
+  const revokeUserSessions = async (tx: Queryable, userId: string, reason: RevocationReason) => {
+    const revoked = await store.revokeUserSessions(tx, { userId, reason });
+    deps.revocations?.revoking({ sessionIds: revoked });
+    return revoked;
+  };
+
   const record = (tx: Parameters<SecurityAuditService['record']>[0], meta: RequestMeta, event: SecurityEventInput) =>
     audit.record(tx, meta, event);
 
@@ -328,7 +341,7 @@ export const createAuthService = (deps: AuthDeps) => {
           }
         }
 
-        const revoked = await store.revokeUserSessions(tx, { userId: session.user_id, reason: 'refresh_token_reuse' });
+        const revoked = await revokeUserSessions(tx, session.user_id, 'refresh_token_reuse');
         await record(tx, meta, {
           type: 'refresh_token_reuse_detected',
           userId: session.user_id,
@@ -390,19 +403,23 @@ export const createAuthService = (deps: AuthDeps) => {
       store.setMfaEnabled(tx, userId, enabled),
 
     /** Revokes every active session of a user (MFA disabled, ops actions), inside the caller's transaction. */
-    revokeUserSessionsIn: (tx: Queryable, userId: string, reason: RevocationReason) => store.revokeUserSessions(tx, { userId, reason }),
+    revokeUserSessionsIn: (tx: Queryable, userId: string, reason: RevocationReason) => revokeUserSessions(tx, userId, reason),
 
     // Account changes other features make inside their own transaction (the ops API); the
     // caller records the audit rows that go with them.
     findUserIn: (tx: Queryable, userId: string) => store.findUserById(tx, userId),
     /** Revokes every active session of every user (token-leak response); returns how many. */
-    revokeAllSessionsIn: (tx: Queryable, reason: RevocationReason) => store.revokeAllSessions(tx, reason),
+    revokeAllSessionsIn: async (tx: Queryable, reason: RevocationReason) => {
+      const revoked = await store.revokeAllSessions(tx, reason);
+      deps.revocations?.revoking('all');
+      return revoked;
+    },
     setRoleIn: (tx: Queryable, userId: string, role: Role) => store.setRole(tx, userId, role),
     requirePasswordResetIn: (tx: Queryable, userId: string) => store.setPasswordResetRequired(tx, userId, true),
 
     logout: (meta: RequestMeta, auth: AuthContext) =>
       pool.transaction(async (tx) => {
-        const revoked = await store.revokeSession(tx, { sessionId: auth.sessionId, userId: auth.userId, reason: 'logout' });
+        const revoked = await revokeSession(tx, { sessionId: auth.sessionId, userId: auth.userId, reason: 'logout' });
         if (revoked) await record(tx, meta, { type: 'logout', userId: auth.userId, sessionId: auth.sessionId });
       }),
 
@@ -420,7 +437,7 @@ export const createAuthService = (deps: AuthDeps) => {
     /** Revokes one of the caller's own sessions. @throws {AppError} not_found */
     revokeOwnSession: (meta: RequestMeta, auth: AuthContext, sessionId: string) =>
       pool.transaction(async (tx) => {
-        const revoked = await store.revokeSession(tx, { sessionId, userId: auth.userId, reason: 'user_revoked' });
+        const revoked = await revokeSession(tx, { sessionId, userId: auth.userId, reason: 'user_revoked' });
         if (!revoked) throw new AppError('not_found');
         await record(tx, meta, { type: 'session_revoked', userId: auth.userId, sessionId, details: { by: 'user' } });
       }),
@@ -428,7 +445,7 @@ export const createAuthService = (deps: AuthDeps) => {
     /** Revokes every session of the caller, the current one included. */
     revokeAllOwnSessions: (meta: RequestMeta, auth: AuthContext) =>
       pool.transaction(async (tx) => {
-        const revoked = await store.revokeUserSessions(tx, { userId: auth.userId, reason: 'user_revoked_all' });
+        const revoked = await revokeUserSessions(tx, auth.userId, 'user_revoked_all');
         await record(tx, meta, {
           type: 'session_bulk_revocation',
           userId: auth.userId,
