@@ -1,6 +1,6 @@
 /**
- * The ops console (issue #11) in a real browser: Debian's Chromium driven by playwright-core
- * against the real server on real PostgreSQL.
+ * The ops console (issue #11) in a real browser: Chromium (Debian's, or the one @sparticuz/chromium
+ * ships in its npm package) driven by playwright-core against the real server on real PostgreSQL.
  *
  * - Serving: the console's CSP on the HTML and assets, content types, caching (HTML no-store,
  *   content-addressed assets immutable, ETag revalidation), gzip, and no path traversal — every
@@ -25,6 +25,7 @@ import { join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { gunzipSync } from 'node:zlib';
 import test, { type ExecutionContext } from 'ava';
+import packagedChromium from '@sparticuz/chromium';
 import { chromium, type BrowserContext, type Page } from 'playwright-core';
 import { guardrailThresholds, runCli } from '../app/cli/main.js';
 import { ASSET_CACHE_CONTROL, CONSOLE_PATH, HTML_CACHE_CONTROL, consoleContentSecurityPolicy } from '../app/ops/console/routes.js';
@@ -33,7 +34,20 @@ import { createApi, type Api, type TokenPair } from './support/api.js';
 import { useSharedService, type TestService } from './support/service.js';
 import { msUntilNextStep, stepAt, totpForStep } from './support/totp.js';
 
-const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
+/**
+ * The browser: CHROMIUM_PATH when set, else Debian's chromium when installed, else the headless
+ * Chromium that the @sparticuz/chromium dev dependency ships inside its npm package (unpacked to
+ * the temp folder on first use) — so `npm ci && npm test` needs no system package. Only the binary
+ * is borrowed: its recommended flags turn web security off, which would blind the CSP checks here.
+ */
+const resolveChromium = async (): Promise<string> => {
+  if (process.env.CHROMIUM_PATH) {
+    if (!existsSync(process.env.CHROMIUM_PATH)) throw new Error(`CHROMIUM_PATH=${process.env.CHROMIUM_PATH} does not exist`);
+    return process.env.CHROMIUM_PATH;
+  }
+  if (existsSync('/usr/bin/chromium')) return '/usr/bin/chromium';
+  return packagedChromium.executablePath();
+};
 const CHROMIUM_ARGS = [
   '--headless',
   '--no-sandbox',
@@ -132,15 +146,11 @@ let context: BrowserContext | undefined;
 let userDataDir: string | undefined;
 
 test.before(async () => {
-  if (!existsSync(CHROMIUM)) {
-    throw new Error(
-      `Chromium is not installed at ${CHROMIUM}: the ops console browser tests need Debian's chromium (apt-get install -y chromium; .ci/run installs it when missing) or CHROMIUM_PATH pointing at a Chromium binary.`,
-    );
-  }
+  const executablePath = await resolveChromium();
   await mkdir(ARTIFACTS, { recursive: true });
   userDataDir = await mkdtemp(join(tmpdir(), 'karaxas-console-chromium-'));
   context = await chromium.launchPersistentContext(userDataDir, {
-    executablePath: CHROMIUM,
+    executablePath,
     args: CHROMIUM_ARGS,
     headless: true,
     viewport: { width: 1440, height: 900 },
