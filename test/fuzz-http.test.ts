@@ -216,6 +216,15 @@ const queryString = (parameters: Array<{ name: string; schema?: JsonSchema }>) =
 
 // ---- the test ----------------------------------------------------------------------------------
 
+test('the leak detector ignores the request id the client chose (echoed per contract), and only that', (t) => {
+  const body = (requestId: string, message = 'Request is invalid.') => JSON.stringify({ error: { code: 'validation_failed', message, requestId } });
+  t.is(findLeak(body('V8'), { 'x-request-id': 'V8' }), undefined, 'a client id that looks like a runtime name');
+  t.is(findLeak(body('koa'), { 'x-request-id': 'koa' }), undefined);
+  t.truthy(findLeak(body('V8')), 'without headers the echoed id is scanned too');
+  t.truthy(findLeak(body('V8'), { 'x-request-id': 'other' }), 'an id the client did not send is scanned');
+  t.truthy(findLeak(body('V8', 'slonik failed'), { 'x-request-id': 'V8' }), 'the rest of the body still is');
+});
+
 test('every route of /openapi.json under fuzzed requests: never a 5xx, always the envelope, never an internal', async (t) => {
   t.timeout(240_000);
   const service = await startTestService(t, { LOG_LEVEL: 'error', CHAT_RATE_LIMIT_MAX: '1000', CHAT_RATE_LIMIT_WINDOW_SECONDS: '1' });
@@ -329,7 +338,7 @@ test('every route of /openapi.json under fuzzed requests: never a 5xx, always th
         if (answer.status >= 400 && fuzz.method !== 'HEAD') {
           const problems = envelopeProblems(answer.status, answer.headers, answer.text);
           if (problems.length > 0) throw new Error(`${where}: ${problems.join('; ')}`);
-          const leak = findLeak(answer.text);
+          const leak = findLeak(answer.text, answer.headers);
           if (leak) throw new Error(`${where}: shows ${leak.what}: ${leak.excerpt}`);
         }
         if (answer.status === 401 && fuzz.headers.authorization?.endsWith(session.accessToken)) {
