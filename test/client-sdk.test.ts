@@ -35,7 +35,7 @@ import { startService, type Service } from '../app/server.js';
 import { createApi } from './support/api.js';
 import { createTestDatabase } from './support/database.js';
 import { LogCapture, startTestService, testEnvironment, useSharedService } from './support/service.js';
-import { stepAt, totpForStep } from './support/totp.js';
+import { settledStep, stepAt, totpForStep } from './support/totp.js';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 // Grace 0: a second refresh with the same token would be reuse (and sign the user out), so the
@@ -273,7 +273,7 @@ test('login answers a typed MFA challenge; verifyMfa signs in; resumeSession res
   const account = await signUp(setup);
   const { secret, otpauthUri } = await setup.mfa.enroll();
   t.true(otpauthUri.startsWith('otpauth://totp/'));
-  const recoveryCodes = await setup.mfa.activate(totpForStep(secret, stepAt() - 1));
+  const recoveryCodes = await setup.mfa.activate(totpForStep(secret, (await settledStep()) - 1));
   t.is(recoveryCodes.length, 10);
   const setupOut = setup.next('signedOut');
   t.true(await setup.logout());

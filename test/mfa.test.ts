@@ -11,7 +11,7 @@ import test, { type ExecutionContext } from 'ava';
 import { createApi, type Api, type ErrorBody, type TokenPair } from './support/api.js';
 import { withAdminClient } from './support/database.js';
 import { startTestService, useSharedService, type TestService } from './support/service.js';
-import { base32Decode, hotp, msUntilNextStep, stepAt, totpForStep } from './support/totp.js';
+import { base32Decode, hotp, msUntilNextStep, settledStep, stepAt, totpForStep } from './support/totp.js';
 
 const ADMIN_TTL_SECONDS = 5;
 const shared = useSharedService({
@@ -41,13 +41,6 @@ const eventCounts = async (service: TestService, userId: string) => {
 
 const claimsOf = (jwt: string) => JSON.parse(Buffer.from(jwt.split('.')[1]!, 'base64url').toString()) as Record<string, unknown>;
 
-/** The current step, after waiting for the next one when fewer than `marginMs` remain in it. */
-const settledStep = async (marginMs = 8_000) => {
-  const left = msUntilNextStep();
-  if (left < marginMs) await sleep(left + 100);
-  return stepAt();
-};
-
 const waitForNextStep = async (step: number) => {
   while (stepAt() <= step) await sleep(msUntilNextStep() + 50);
   return stepAt();
@@ -59,7 +52,7 @@ const mfaAccount = async (t: ExecutionContext, api: Api): Promise<MfaAccount> =>
   const pair = await api.login(account);
   const enrolled = await api.post<Enrollment>('/auth/mfa/totp/enroll', undefined, pair.accessToken);
   t.is(enrolled.status, 200);
-  const step = await settledStep();
+  const step = await settledStep(8_000);
   const activated = await api.post<{ recoveryCodes: string[] }>(
     '/auth/mfa/totp/activate',
     { code: totpForStep(enrolled.body.secret, step - 1) },
@@ -134,7 +127,7 @@ test('full flow: enroll → activate → logout → login answers a challenge �
   t.is(wrong.status, 401);
   t.is(wrong.body.error.code, 'invalid_mfa_code');
 
-  const step = await settledStep();
+  const step = await settledStep(8_000);
   const activated = await api.post<{ recoveryCodes: string[] }>('/auth/mfa/totp/activate', { code: totpForStep(secret, step) }, first.accessToken);
   t.is(activated.status, 200);
   t.is(activated.body.recoveryCodes.length, 10);
@@ -580,7 +573,7 @@ test('enrollment: activate needs an enrollment; re-enrolling while pending repla
   const first = await api.post<Enrollment>('/auth/mfa/totp/enroll', undefined, pair.accessToken);
   const second = await api.post<Enrollment>('/auth/mfa/totp/enroll', undefined, pair.accessToken);
   t.not(first.body.secret, second.body.secret);
-  const step = await settledStep();
+  const step = await settledStep(8_000);
   const stale = await api.post<ErrorBody>('/auth/mfa/totp/activate', { code: totpForStep(first.body.secret, step) }, pair.accessToken);
   t.is(stale.body.error.code, 'invalid_mfa_code', 'the replaced secret is void');
   const activated = await api.post('/auth/mfa/totp/activate', { code: totpForStep(second.body.secret, step) }, pair.accessToken);

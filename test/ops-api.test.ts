@@ -10,7 +10,7 @@ import WebSocket from 'ws';
 import { createApi, type Api, type ErrorBody, type TokenPair } from './support/api.js';
 import { createTestDatabase, withAdminClient } from './support/database.js';
 import { startTestService, useSharedService, type TestService } from './support/service.js';
-import { msUntilNextStep, stepAt, totpForStep } from './support/totp.js';
+import { settledStep, totpForStep } from './support/totp.js';
 import { opsRoutes, type AdminAuditItem, type OpsMetrics, type SecurityEventItem } from '../app/ops/schemas.js';
 import { createFailureThrottle, opsBearer, secretEquals } from '../app/ops/guard.js';
 
@@ -37,8 +37,7 @@ const adminWithOtp = async (t: ExecutionContext, service: TestService, api: Api)
   const first = await api.login(account);
   const enrolled = await api.post<{ secret: string }>('/auth/mfa/totp/enroll', undefined, first.accessToken);
   t.is(enrolled.status, 200);
-  if (msUntilNextStep() < 5_000) await sleep(msUntilNextStep() + 100);
-  const step = stepAt();
+  const step = await settledStep();
   const activated = await api.post('/auth/mfa/totp/activate', { code: totpForStep(enrolled.body.secret, step - 1) }, first.accessToken);
   t.is(activated.status, 200, JSON.stringify(activated.body));
   await query(service, "UPDATE users SET role = 'admin' WHERE id = $1", [account.id]);

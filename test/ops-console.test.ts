@@ -32,7 +32,7 @@ import { ASSET_CACHE_CONTROL, CONSOLE_PATH, HTML_CACHE_CONTROL, consoleContentSe
 import { adminActions, releasePlatforms } from '../app/ops/schemas.js';
 import { createApi, type Api, type TokenPair } from './support/api.js';
 import { useSharedService, type TestService } from './support/service.js';
-import { msUntilNextStep, stepAt, totpForStep } from './support/totp.js';
+import { settledStep, totpForStep } from './support/totp.js';
 
 /**
  * The browser: CHROMIUM_PATH when set, else Debian's chromium when installed, else the headless
@@ -70,8 +70,6 @@ const FAILED_LOGINS = 30;
 // TRUST_PROXY: the guardrail-breach test sends ops calls from many client addresses (X-Forwarded-For).
 const shared = useSharedService({ TRUST_PROXY: 'true' });
 
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-
 // ---------------------------------------------------------------------------------------------
 // Seed data (once per file)
 
@@ -104,8 +102,7 @@ const seed = () =>
     const first = await api.login(account, hostile);
     const enrolled = await api.post<{ secret: string }>('/auth/mfa/totp/enroll', undefined, first.accessToken, hostile);
     expect('enroll', enrolled, 200);
-    if (msUntilNextStep() < 5_000) await sleep(msUntilNextStep() + 100);
-    const activated = await api.post('/auth/mfa/totp/activate', { code: totpForStep(enrolled.body.secret, stepAt() - 1) }, first.accessToken, hostile);
+    const activated = await api.post('/auth/mfa/totp/activate', { code: totpForStep(enrolled.body.secret, (await settledStep()) - 1) }, first.accessToken, hostile);
     expect('activate', activated, 200);
     expect('promote', await api.post(`/ops/users/${registered.body.user.id}/role`, { role: 'admin' }, opsToken), 200);
 
@@ -524,8 +521,7 @@ test.serial('admin with TOTP: e-mail, password, code; the hostile display name i
   t.is(await page.inputValue('#password-input'), '', 'the password does not linger in the form');
   await shot(page, 'sign-in-totp');
 
-  if (msUntilNextStep() < 3_000) await sleep(msUntilNextStep() + 100);
-  await page.fill('#totp-input', totpForStep(admin.secret, stepAt()));
+  await page.fill('#totp-input', totpForStep(admin.secret, await settledStep(3_000)));
   const verified = page.waitForResponse((response) => response.url().endsWith('/auth/mfa/verify'));
   await page.click('#totp-form button[type=submit]');
   const pair = (await (await verified).json()) as TokenPair;

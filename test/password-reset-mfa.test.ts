@@ -5,7 +5,7 @@ import test from 'ava';
 import { createApi, type ErrorBody } from './support/api.js';
 import { withAdminClient } from './support/database.js';
 import { useSharedService } from './support/service.js';
-import { stepAt, totpForStep } from './support/totp.js';
+import { settledStep, stepAt, totpForStep } from './support/totp.js';
 
 const shared = useSharedService();
 
@@ -18,7 +18,7 @@ test('an MFA user resets the password only with a valid, unused second factor', 
   // Activate with the previous step's code so the current step stays usable for the reset.
   const activated = await api.post<{ recoveryCodes: string[] }>(
     '/auth/mfa/totp/activate',
-    { code: totpForStep(secret, stepAt() - 1) },
+    { code: totpForStep(secret, (await settledStep()) - 1) },
     pair.accessToken,
   );
   t.is(activated.status, 200);

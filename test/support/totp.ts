@@ -17,3 +17,14 @@ export const totpForStep = (secretBase32: string, step: number, digits = 6) => h
 
 /** Milliseconds until the next step starts. */
 export const msUntilNextStep = (milliseconds = Date.now()) => PERIOD_SECONDS * 1000 - (milliseconds % (PERIOD_SECONDS * 1000));
+
+/**
+ * The current step, after waiting for the next one when fewer than `marginMs` remain in it: a
+ * test that signs with the previous step's code (to keep the current one unused) must not have
+ * the server move two steps on before it verifies — under load a request can take seconds.
+ */
+export const settledStep = async (marginMs = 5_000): Promise<number> => {
+  const left = msUntilNextStep();
+  if (left < marginMs) await new Promise((resolve) => setTimeout(resolve, left + 100));
+  return stepAt();
+};
