@@ -211,6 +211,7 @@ export const startService = async ({ config, logger, port, extraRoutes = [] }: S
     adminAudit,
     hub,
     logger,
+    afterCommit,
     target: createGatewayDrainTarget(gateway),
   });
   const opsGuard = createOpsGuard({ opsApiToken: config.secrets.opsApiToken, auth, audit, pool, logger });
