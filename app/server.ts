@@ -15,6 +15,7 @@ import { createAuthStore } from './auth/store.js';
 import { createRevocationCache } from './auth/revocation-cache.js';
 import { createAccessTokenIssuer } from './auth/tokens.js';
 import type { Config } from './config/index.js';
+import { createCommitHooks } from './db/after-commit.js';
 import { createDatabasePool, type DatabasePool } from './db/pool.js';
 import { runMigrations } from './db/migrate.js';
 import { createNotificationHub } from './db/notifications.js';
@@ -93,10 +94,13 @@ const describeConnectFailure = (config: Config, error: unknown): string => {
 export const startService = async ({ config, logger, port, extraRoutes = [] }: ServiceOptions): Promise<Service> => {
   // Creating the pool already connects (slonik reads the server's type OIDs), so TLS and
   // credential failures surface here as well as on the first query.
-  const pool = await createDatabasePool(config.database).catch((error: unknown) => {
+  const rawPool = await createDatabasePool(config.database).catch((error: unknown) => {
     logger.debug({ err: error }, 'database connection failed at boot');
     throw new BootError(describeConnectFailure(config, error), { cause: error });
   });
+  // Every feature gets this pool: its transactions run after-commit callbacks (the audit trails'
+  // log lines are written once their rows committed, never for a rollback). Nothing else uses rawPool.
+  const { pool, afterCommit } = createCommitHooks({ pool: rawPool, logger });
   try {
     await pool.query(sql.unsafe`SELECT 1`);
   } catch (error) {
@@ -145,7 +149,7 @@ export const startService = async ({ config, logger, port, extraRoutes = [] }: S
   redis?.on('error', (error) => logger.debug({ err: error }, 'redis connection error'));
 
   // Features.
-  const audit = createSecurityAuditService({ store: createSecurityAuditStore(pool), logger });
+  const audit = createSecurityAuditService({ store: createSecurityAuditStore(pool), logger, afterCommit });
   // The LISTEN/NOTIFY hub (realtime below) is created first: authentication's revocation cache listens on it.
   const hub = createNotificationHub({ database: config.database, logger });
   const revocations = createRevocationCache({ hub, pool, logger });
@@ -207,6 +211,7 @@ export const startService = async ({ config, logger, port, extraRoutes = [] }: S
     adminAudit,
     hub,
     logger,
+    afterCommit,
     target: createGatewayDrainTarget(gateway),
   });
   const opsGuard = createOpsGuard({ opsApiToken: config.secrets.opsApiToken, auth, audit, pool, logger });

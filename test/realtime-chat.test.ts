@@ -12,6 +12,7 @@ import test from 'ava';
 import fc from 'fast-check';
 import { createSecurityAuditService } from '../app/audit/service.js';
 import { createSecurityAuditStore } from '../app/audit/store.js';
+import { createCommitHooks } from '../app/db/after-commit.js';
 import { createNotificationHub } from '../app/db/notifications.js';
 import { createLogger } from '../app/logger.js';
 import { createRealtimeGateway } from '../app/realtime/gateway.js';
@@ -403,10 +404,12 @@ test.serial('heartbeat drops a peer that stops answering pings; a slow reader is
   const logs = new LogCapture();
   const logger = createLogger(a.config, logs);
   const hub = createNotificationHub({ database: a.config.database, logger });
+  // This gateway's own commit hooks (over service A's pool), as app/server.ts wires them.
+  const { pool, afterCommit } = createCommitHooks({ pool: a.pool, logger });
   const realtime = createRealtimeService({
-    pool: a.pool,
-    store: createRealtimeStore(a.pool),
-    audit: createSecurityAuditService({ store: createSecurityAuditStore(a.pool), logger }),
+    pool,
+    store: createRealtimeStore(pool),
+    audit: createSecurityAuditService({ store: createSecurityAuditStore(pool), logger, afterCommit }),
     hub,
     config: a.config,
     logger,

@@ -130,7 +130,14 @@ test('the gate reads policies from memory: one query per second at most, and non
     },
     on: () => () => undefined,
   };
-  const release = createReleaseService({ pool: {} as never, store, adminAudit: {} as never, hub, logger: createLogger({ logLevel: 'silent' }) });
+  const release = createReleaseService({
+    pool: {} as never,
+    store,
+    adminAudit: {} as never,
+    hub,
+    logger: createLogger({ logLevel: 'silent' }),
+    afterCommit: {} as never,
+  });
   await Promise.all(Array.from({ length: 200 }, () => release.activePolicies()));
   for (let i = 0; i < 100; i += 1) await release.activePolicies();
   t.is(reads, 1, '300 gate checks, one read');

@@ -22,6 +22,7 @@ import {
 } from '../app/audit/service.js';
 import { canonicalEventText, createSecurityAuditStore, eventHash, GENESIS_HASH, type SecurityAuditStore } from '../app/audit/store.js';
 import { securityEventTypes, type RequestMeta, type SecurityEventType } from '../app/audit/types.js';
+import { createCommitHooks } from '../app/db/after-commit.js';
 import { loadMigrations, runMigrations } from '../app/db/migrate.js';
 import { createDatabasePool, type DatabasePool } from '../app/db/pool.js';
 import { createLogger } from '../app/logger.js';
@@ -48,10 +49,13 @@ const poolFor = (connectionUri: string, poolSize = POOL_SIZE) =>
 
 test.before(async () => {
   database = await createTestDatabase();
-  pool = await poolFor(database.url);
-  store = createSecurityAuditStore(pool);
   logs = new LogCapture();
-  audit = createSecurityAuditService({ store, logger: createLogger({ logLevel: 'info' }, logs) });
+  const logger = createLogger({ logLevel: 'info' }, logs);
+  // Wired as app/server.ts wires it: the event log lines follow the commits of this pool's transactions.
+  const hooks = createCommitHooks({ pool: await poolFor(database.url), logger });
+  pool = hooks.pool;
+  store = createSecurityAuditStore(pool);
+  audit = createSecurityAuditService({ store, logger, afterCommit: hooks.afterCommit });
 });
 
 test.after.always(async () => {
@@ -186,11 +190,17 @@ test.serial('an event exists if and only if the transaction that recorded it com
   );
   t.is(await rowCount(), before);
   t.deepEqual(await raw('SELECT id FROM security_event_audit WHERE request_id = $1', [requestId]), []);
+  t.false(logs.entries().some((entry) => entry.requestId === requestId), 'and no log line claims it');
 
   const committedId = `req-commit-${randomUUID()}`;
   await pool.transaction((tx) => audit.record(tx, meta({ requestId: committedId }), { type: 'logout' }));
   t.is(await rowCount(), before + 1);
-  t.is((await raw('SELECT id FROM security_event_audit WHERE request_id = $1', [committedId])).length, 1);
+  const committed = await raw<{ id: string }>('SELECT id FROM security_event_audit WHERE request_id = $1', [committedId]);
+  t.is(committed.length, 1);
+  t.deepEqual(
+    logs.entries().filter((entry) => entry.requestId === committedId).map((entry) => entry.securityEventId),
+    [committed[0]!.id],
+  );
 
   // The rolled-back append left the head alone too: the chain still ends where the table does.
   t.deepEqual(await audit.verifyChain(), { ok: true, checked: before + 1, firstBrokenId: null });

@@ -1,10 +1,11 @@
 /**
  * The security-event trail's rules: what may be stored (scrubbed details, bounded fields), how
- * request metadata maps onto a row, one structured log line per event, and the ops reads
- * (newest-first pages with an opaque cursor, per-type counters).
+ * request metadata maps onto a row, one structured log line per committed event, and the ops
+ * reads (newest-first pages with an opaque cursor, per-type counters).
  */
 import { isIP } from 'node:net';
 import { z } from 'zod';
+import type { AfterCommit } from '../db/after-commit.js';
 import type { Logger } from '../logger.js';
 import type { JsonObject, JsonValue, SecurityAuditKeyset, SecurityAuditStore, SecurityEventRow } from './store.js';
 import {
@@ -275,25 +276,34 @@ const toEvent = (row: SecurityEventRow): SecurityEvent => ({
 // ---------------------------------------------------------------------------------------------
 // The service
 
-export type SecurityAuditServiceDependencies = {
-  store: SecurityAuditStore;
-  /**
-   * Receives one `info` line per appended event — `{securityEvent, securityEventId, userId,
-   * sessionId, requestId}`, never details — for log-based metrics. The line is written when the
-   * row is inserted, before the caller's transaction commits, so it also counts events whose
-   * transaction later rolled back.
-   */
-  logger?: Pick<Logger, 'info'>;
-};
+export type SecurityAuditServiceDependencies = { store: SecurityAuditStore } & (
+  | {
+      /**
+       * Receives one `info` line per event whose row committed — `{securityEvent,
+       * securityEventId, userId, sessionId, requestId}`, never details — for log-based metrics
+       * and alerts (infra/components/monitoring.ts), so a line must never claim a row that does
+       * not exist. Written right after the COMMIT of the transaction that recorded the event (in
+       * commit order within the process; none when it rolled back), or at once when the event
+       * was recorded outside a transaction.
+       */
+      logger: Pick<Logger, 'info'>;
+      /** Defers each line until its row committed: the `afterCommit` of the pool the callers use (app/db/after-commit.ts). */
+      afterCommit: AfterCommit;
+    }
+  | { logger?: undefined; afterCommit?: undefined }
+);
 
 export type SecurityAudit = SecurityAuditService & SecurityAuditQueries;
 
-export const createSecurityAuditService = ({ store, logger }: SecurityAuditServiceDependencies): SecurityAudit => ({
+export const createSecurityAuditService = ({ store, logger, afterCommit }: SecurityAuditServiceDependencies): SecurityAudit => ({
   /**
-   * Appends `event` on `connection` with the request's id, ip and user agent and scrubbed details.
+   * Appends `event` on `connection` with the request's id, ip and user agent and scrubbed details,
+   * and schedules its log line for when the row commits (see {@link SecurityAuditServiceDependencies}).
    * Holds the chain lock until `connection`'s transaction ends: call it last in the transaction.
    * @throws when the insert fails (unknown type, malformed user/session id, or a serialization
    *   failure in a REPEATABLE READ transaction); the caller's transaction must then roll back.
+   * @throws {UntrackedConnectionError} (with a logger) when `connection` does not come from the
+   *   commit-hooks pool — a wiring mistake; inside a transaction that rolls the row back too.
    */
   record: async (connection, meta: RequestMeta, event: SecurityEventInput) => {
     const userId = event.userId ?? null;
@@ -308,10 +318,12 @@ export const createSecurityAuditService = ({ store, logger }: SecurityAuditServi
       requestId,
       details: scrubDetails(event.details),
     });
-    logger?.info(
-      { securityEvent: event.type, securityEventId: inserted.id, userId, sessionId, requestId },
-      `security event ${event.type}`,
-    );
+    // Not now: until the caller's transaction commits, the row may still roll back.
+    if (logger !== undefined) {
+      afterCommit(connection, () =>
+        logger.info({ securityEvent: event.type, securityEventId: inserted.id, userId, sessionId, requestId }, `security event ${event.type}`),
+      );
+    }
   },
 
   /** @see SecurityAuditStore.verifyChain */

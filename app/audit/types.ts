@@ -1,7 +1,7 @@
 /**
  * The security-event trail's public types (contract §8). Other features record events through
- * the audit service, inside their own transaction, so that an event exists if and only if the
- * change it describes committed.
+ * the audit service, inside their own transaction, so that an event (and its log line) exists if
+ * and only if the change it describes committed.
  */
 import type { CommonQueryMethods } from 'slonik';
 
@@ -73,7 +73,9 @@ export type SecurityAuditService = {
   /**
    * Appends one event using `connection`, which should be the caller's transaction.
    * Appending serialises with other appenders until that transaction ends (the hash chain
-   * must not fork), so call it last in the transaction.
+   * must not fork), so call it last in the transaction. The event's log line follows the
+   * transaction's COMMIT, and never comes for a transaction that rolled back; `connection`
+   * must therefore come from the commit-hooks pool (app/db/after-commit.ts).
    */
   record: (connection: Queryable, meta: RequestMeta, event: SecurityEventInput) => Promise<void>;
   /** Walks the hash chain from the archive anchor and reports the first broken row. */

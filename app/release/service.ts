@@ -37,6 +37,7 @@ import { hostname } from 'node:os';
 import semver from 'semver';
 import type { DatabasePool } from 'slonik';
 import type { Queryable, RequestMeta } from '../audit/types.js';
+import type { AfterCommit } from '../db/after-commit.js';
 import type { NotificationHub } from '../db/notifications.js';
 import { AppError } from '../http/errors.js';
 import type { Logger } from '../logger.js';
@@ -86,6 +87,12 @@ export type ReleaseDeps = {
   adminAudit: AdminAuditRecorder;
   hub: Pick<NotificationHub, 'publish' | 'subscribe' | 'on'>;
   logger: Logger;
+  /**
+   * Holds back a drain's outcome line ("publish drain completed" / "publish drain failed…",
+   * which the drain-failures log-based metric counts) until the transaction that decided the
+   * outcome committed: when it rolls back, another evaluation decides again and logs then.
+   */
+  afterCommit: AfterCommit;
   /** Absent until the websocket gateway exists; then drains select nothing locally. */
   target?: DrainTarget;
   /** This process's id in service_instances (random by default). */
@@ -140,7 +147,7 @@ type LocalRun = {
 };
 
 export const createReleaseService = (deps: ReleaseDeps) => {
-  const { pool, store, adminAudit, hub, logger } = deps;
+  const { pool, store, adminAudit, hub, logger, afterCommit } = deps;
   let target = deps.target;
   const instanceId = deps.instanceId ?? `${hostname().slice(0, 40)}-${process.pid}-${randomUUID().slice(0, 8)}`;
 
@@ -213,6 +220,7 @@ export const createReleaseService = (deps: ReleaseDeps) => {
   /**
    * Decides a running drain's outcome (on the locked row): completed when every required instance
    * completed; failed when one of them is gone or the deadline passed; otherwise still running.
+   * `tx` is the transaction of the lock; the outcome is logged once it commits.
    */
   const evaluate = async (tx: Queryable, drain: DrainRow, by: string) => {
     if (drain.status !== 'running') return drain.status;
@@ -259,7 +267,7 @@ export const createReleaseService = (deps: ReleaseDeps) => {
           counts: totals,
           details: { reason: 'instance_lost', lostInstances: [...new Set([...lost, ...alreadyFailed])], completedInstances: [...completedIds] },
         });
-        logger.warn({ drainId: drain.id, lost }, 'publish drain failed: an instance was lost');
+        afterCommit(tx, () => logger.warn({ drainId: drain.id, lost }, 'publish drain failed: an instance was lost'));
       }
       return 'failed';
     }
@@ -273,7 +281,7 @@ export const createReleaseService = (deps: ReleaseDeps) => {
           counts: totals,
           details: { instances: [...completedIds], notRequired },
         });
-        logger.info({ drainId: drain.id, ...totals }, 'publish drain completed');
+        afterCommit(tx, () => logger.info({ drainId: drain.id, ...totals }, 'publish drain completed'));
       }
       return 'completed';
     }
@@ -287,7 +295,7 @@ export const createReleaseService = (deps: ReleaseDeps) => {
           counts: totals,
           details: { reason: 'deadline_exceeded', waitingFor: waiting },
         });
-        logger.warn({ drainId: drain.id, waiting }, 'publish drain failed: deadline exceeded');
+        afterCommit(tx, () => logger.warn({ drainId: drain.id, waiting }, 'publish drain failed: deadline exceeded'));
       }
       return 'failed';
     }

@@ -3,8 +3,9 @@
  * reachable and monitored" and the guardrail thresholds as Cloud Monitoring resources.
  *
  * - Log-based metrics from the app's structured logs: one counter of security events labelled
- *   by `event_type` (the app logs `{securityEvent: <type>, …}` once per recorded event), one of
- *   publish-drain failures (the release service's "publish drain failed…" lines), and one of
+ *   by `event_type` (the app logs `{securityEvent: <type>, …}` once per recorded event, after its
+ *   transaction committed — never for a rollback), one of publish-drain failures (the release
+ *   service's "publish drain failed…" lines, likewise after the deciding commit), and one of
  *   failed archive triggers (Cloud Scheduler's error log of the archive schedule).
  * - Uptime checks: GET /readyz and GET /ops/release/admin-audit with the ops token (a secret
  *   input, masked by the API).
