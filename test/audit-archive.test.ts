@@ -25,6 +25,7 @@ import {
   archiveManifestSchema,
   archiveSecurityEvents,
   ArchiveError,
+  type ArchiveOptions,
   parseDestination,
   verifyArchiveBytes,
   verifyArchivedFile,
@@ -33,10 +34,15 @@ import {
 import { eventHash } from '../app/audit/store.js';
 import { createOpsClient } from '../app/cli/api-client.js';
 import { createDatabasePool, type DatabasePool } from '../app/db/pool.js';
+import { createOpsStore } from '../app/ops/store.js';
 import { testSslMode, withAdminClient } from './support/database.js';
 import { useSharedService, type TestService } from './support/service.js';
 
 const shared = useSharedService();
+/** The archive as the job runs it: its cuts recorded through the ops store (app/cli wires the same). */
+const archive = (options: Omit<ArchiveOptions, 'recordAdminAction'>) =>
+  archiveSecurityEvents({ ...options, recordAdminAction: createOpsStore(options.pool).insertAdminAction });
+
 const root = fileURLToPath(new URL('..', import.meta.url));
 const bin = join(root, 'bin', 'karaxas-ops.js');
 
@@ -128,7 +134,7 @@ test.serial('rows older than the cut go to verified files and leave the table; n
   const directory = await tempDir();
   const anchorBefore = await anchorOf(service);
 
-  const result = await archiveSecurityEvents({ pool, destination: directory, cutoff, batchSize: 2 });
+  const result = await archive({ pool, destination: directory, cutoff, batchSize: 2 });
 
   const expectedArchived = [...before, ...oldIds];
   t.is(result.archived, expectedArchived.length);
@@ -202,7 +208,7 @@ test.serial('a corrupted export deletes nothing and records nothing', async (t) 
 
   let written: string | undefined;
   const error = await t.throwsAsync(
-    archiveSecurityEvents({
+    archive({
       pool,
       destination: directory,
       cutoff,
@@ -232,7 +238,7 @@ test.serial('the chain check catches a rewritten export even when its checksum i
   const directory = await tempDir();
   const idsBefore = await tableIds(service);
   let caught: unknown;
-  await archiveSecurityEvents({ pool, destination: directory, cutoff, dryRun: true }).then(async (result) => {
+  await archive({ pool, destination: directory, cutoff, dryRun: true }).then(async (result) => {
     // A dry run exports and verifies but deletes nothing.
     t.is(result.archived, 0);
     t.is(result.batches.length, 1);
@@ -264,14 +270,14 @@ test.serial('a second run continues from the anchor the first one left', async (
   // Everything older than now (the rows the previous tests left, and a new round).
   const { oldIds, newIds, cutoff } = await seedAroundCut(service, 2, 2, 'second');
   const anchor = await anchorOf(service);
-  const first = await archiveSecurityEvents({ pool, destination: directory, cutoff });
+  const first = await archive({ pool, destination: directory, cutoff });
   t.true(first.archived >= oldIds.length);
   t.is(first.batches[0]!.manifest.anchorBefore.hash, anchor.last_hash);
   t.deepEqual(await tableIds(service), newIds);
 
   const later = await seed(service, 2, 'third');
   const cut2 = await dbNow(service);
-  const second = await archiveSecurityEvents({ pool, destination: directory, cutoff: cut2 });
+  const second = await archive({ pool, destination: directory, cutoff: cut2 });
   t.is(second.archived, newIds.length + later.length);
   const manifest = second.batches[0]!.manifest;
   t.is(manifest.anchorBefore.hash, first.batches.at(-1)!.manifest.lastHash, 'chains to the previous cut');
@@ -283,7 +289,7 @@ test.serial('a second run continues from the anchor the first one left', async (
   t.deepEqual(await ops.verifySecurityAudit(), { ok: true, checked: 0, firstBrokenId: null });
 
   // Nothing left: a run finds nothing to do.
-  const none = await archiveSecurityEvents({ pool, destination: directory, cutoff: await dbNow(service) });
+  const none = await archive({ pool, destination: directory, cutoff: await dbNow(service) });
   t.is(none.batches.length, 0);
   t.is(none.archived, 0);
 
@@ -298,7 +304,7 @@ test.serial('a second archiver waits for nobody: it refuses while another run ho
   await withAdminClient(async (client) => {
     await client.query('SELECT pg_advisory_lock(7305114203)');
     try {
-      const error = await t.throwsAsync(archiveSecurityEvents({ pool, destination: await tempDir(), cutoff }), { instanceOf: ArchiveError });
+      const error = await t.throwsAsync(archive({ pool, destination: await tempDir(), cutoff }), { instanceOf: ArchiveError });
       t.is(error?.code, 'busy');
     } finally {
       await client.query('SELECT pg_advisory_unlock(7305114203)');
@@ -432,7 +438,7 @@ test.serial('gs:// destinations upload through @google-cloud/storage, are read b
   const before = (await tableIds(service)).filter((id) => !newIds.includes(id));
   const storage = { apiEndpoint: gcs.url, projectId: 'karaxas-test' };
 
-  const result = await archiveSecurityEvents({ pool, destination: 'gs://karaxas-test-archive/security-audit/', cutoff, storage });
+  const result = await archive({ pool, destination: 'gs://karaxas-test-archive/security-audit/', cutoff, storage });
   t.is(result.archived, before.length);
   t.true(oldIds.every((id) => before.includes(id)));
   const batch = result.batches[0]!;

@@ -42,8 +42,7 @@ import { gunzip as gunzipCallback, gzip as gzipCallback } from 'node:zlib';
 import { sql, type CommonQueryMethods, type DatabasePool, type DatabasePoolConnection, type FragmentSqlToken } from 'slonik';
 import { z } from 'zod';
 import { ConfigError, parseEnvironment, type Config, type SecretAccessor } from '../config/index.js';
-import { createOpsStore } from '../ops/store.js';
-import { eventHash, type CanonicalEventFields } from './store.js';
+import { eventHash, type CanonicalEventFields, type JsonObject } from './store.js';
 import { createSecurityAuditStore } from './store.js';
 import type { ChainVerification } from './types.js';
 
@@ -338,8 +337,24 @@ export type ArchiveWritten = {
   manifest: ArchiveManifest;
 };
 
+/** The admin_action_audit row of one cut (see {@link ArchiveOptions.recordAdminAction}). */
+export type ArchiveAdminAction = {
+  actor: string;
+  action: string;
+  target: string;
+  details: JsonObject;
+  requestId: string;
+  ip: null;
+};
+
 export type ArchiveOptions = {
   pool: DatabasePool;
+  /**
+   * Writes the admin_action_audit row of a cut inside the cut's own transaction, so a cut is
+   * recorded if and only if it happened. That table belongs to the ops feature: the job's entry
+   * point (app/cli) hands in the ops store's insert rather than this module reaching into it.
+   */
+  recordAdminAction: (tx: CommonQueryMethods, action: ArchiveAdminAction) => Promise<unknown>;
   /** A local directory or `gs://bucket/prefix/`. */
   destination: string;
   /** Rows with created_at strictly before this instant are archived. */
@@ -555,7 +570,7 @@ export const archiveSecurityEvents = async (options: ArchiveOptions): Promise<Ar
             deleted = await connection.transaction(async (tx) => {
               const count = await tx.oneFirst(sql.type(z.object({ deleted: z.string() }))`
                 SELECT archive_security_events(${manifest.lastSeq}::bigint, ${String(manifest.rowCount)}::bigint, ${manifest.lastHash})::text AS deleted`);
-              await createOpsStore(options.pool).insertAdminAction(tx, {
+              await options.recordAdminAction(tx, {
                 actor: ARCHIVE_ACTOR,
                 action: ARCHIVE_ACTION,
                 target: uri.slice(0, 200),

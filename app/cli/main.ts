@@ -793,12 +793,14 @@ const archiveCommand: Command = {
     if (hotDaysFlag !== undefined && before !== undefined) throw new UsageError('--hot-days and --before exclude each other');
     const { archiveDatabaseConfig, archiveSecurityEvents } = await import('../audit/archive.js');
     const { createDatabasePool } = await import('../db/pool.js');
+    const { createOpsStore } = await import('../ops/store.js');
     const { database, hotDays } = await archiveDatabaseConfig(env);
     const cutoff = before !== undefined ? new Date(before) : new Date(Date.now() - (hotDaysFlag ?? hotDays) * 86_400_000);
     const pool = await createDatabasePool(database);
     try {
       const result = await archiveSecurityEvents({
         pool,
+        recordAdminAction: createOpsStore(pool).insertAdminAction,
         destination,
         cutoff,
         batchSize: intFrom(str(parsed, 'batch-size'), '--batch-size', { min: 1, max: 500_000 }),
