@@ -7,6 +7,15 @@
  * - after the database is back the same process recovers (no restart), traffic succeeds again,
  *   the LISTEN/NOTIFY listener re-subscribes (a socket opened before the outage receives a chat
  *   message sent after it), and every acknowledged write is in the database.
+ *
+ * PostgreSQL frozen (SIGSTOP: connections stay open, nothing answers, nothing is refused — what a
+ * network partition or a stuck failover looks like):
+ * - with no connection left in the pool, requests fail on the connect timeout;
+ * - with idle connections held by the pool (the common case under traffic), requests that take
+ *   one fail on the client-side query bound (app/db/driver.ts), their connections are closed,
+ *   and every answer is a 503 envelope within a stated deadline; /healthz stays 200; after
+ *   SIGCONT the same process serves again and no request was ever a 500; a shutdown during a
+ *   freeze ends within its deadline.
  */
 import { spawnSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
@@ -14,9 +23,10 @@ import { chmod, mkdtemp, readFile, rm } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import test from 'ava';
+import test, { type ExecutionContext } from 'ava';
 import pg from 'pg';
 import { startEmbeddedDatabase, type EmbeddedDatabase } from '../app/db/embedded.js';
+import { clientQueryTimeoutMs } from '../app/db/pool.js';
 import { createApi } from './support/api.js';
 import { openSocket, signedInPlayer } from './support/realtime.js';
 import { startTestService } from './support/service.js';
@@ -41,7 +51,10 @@ type Outcome = { op: string; phase: string; status: number; code?: string; ms: n
 
 const internals = /\bat [\w$.<>]+ \(|node_modules|\.ts:\d+|SELECT |INSERT |relation "|ECONNREFUSED|slonik|postgres/i;
 
-test('PostgreSQL stopped mid-traffic: bounded 503s, /readyz 503, recovery without a restart, no acknowledged write lost', async (t) => {
+// Serial: it runs first and alone. Its traffic (argon2 on every register and login) must flow
+// before the outage, which the other tests' own PostgreSQL servers and warm-up slowed too much
+// on a 2-core machine.
+test.serial('PostgreSQL stopped mid-traffic: bounded 503s, /readyz 503, recovery without a restart, no acknowledged write lost', async (t) => {
   t.timeout(90_000);
   const scratch = await mkdtemp(join(tmpdir(), 'karaxas-fault-db-'));
   // World-traversable only: the embedded server's OS user must reach its data when we are root.
@@ -105,6 +118,10 @@ test('PostgreSQL stopped mid-traffic: bounded 503s, /readyz 503, recovery withou
   };
 
   let stopping = false;
+  // A failed assertion ends the test at once: stop the workers then too, or they loop forever.
+  t.teardown(() => {
+    stopping = true;
+  });
   const worker = async () => {
     while (!stopping) {
       const email = `fault-db-${randomBytes(6).toString('hex')}@example.test`;
@@ -230,8 +247,12 @@ const postgresProcesses = async (dataDirectory: string): Promise<number[]> => {
   return [postmaster, ...children];
 };
 
-test('a frozen database (no refusal, no answer): /readyz and requests needing a connection answer 503 within the connect timeout', async (t) => {
-  t.timeout(60_000);
+/**
+ * The service on its own embedded PostgreSQL, with `freeze()` (SIGSTOP to the postmaster and its
+ * backends: connections stay open, nothing answers, nothing is refused — as in a network
+ * partition) and `thaw()` (SIGCONT; also run at teardown).
+ */
+const startFreezableService = async (t: ExecutionContext, environment: Record<string, string>) => {
   const scratch = await mkdtemp(join(tmpdir(), 'karaxas-fault-db-frozen-'));
   await chmod(scratch, 0o711);
   const database = await startEmbeddedDatabase({ directory: join(scratch, 'pg'), port: await freePort(), persistent: false });
@@ -253,22 +274,43 @@ test('a frozen database (no refusal, no answer): /readyz and requests needing a 
   });
   const service = await startTestService(
     t,
-    { DB_SSLMODE: 'disable', DB_CONNECT_TIMEOUT_MS: String(CONNECT_TIMEOUT_MS), LOG_LEVEL: 'info' },
+    { DB_SSLMODE: 'disable', DB_CONNECT_TIMEOUT_MS: String(CONNECT_TIMEOUT_MS), LOG_LEVEL: 'info', ...environment },
     { database: { name: 'postgres', url: database.url('postgres'), drop: async () => undefined } },
   );
-  const api = createApi(service.url);
+  // Teardowns run last-registered first: thaw before the service shuts down, should a test fail
+  // while the database is frozen.
+  t.teardown(thaw);
+  const freeze = async () => {
+    frozen = await postgresProcesses(database.dataDirectory);
+    for (const pid of frozen) process.kill(pid, 'SIGSTOP');
+  };
+  return { database, service, api: createApi(service.url), freeze, thaw };
+};
+
+/** Times `work`; one still unanswered after `limitMs` fails the test rather than hanging it. */
+const timed = async <T>(work: () => Promise<T>, limitMs = 15_000) => {
+  const started = performance.now();
+  let timer: NodeJS.Timeout | undefined;
+  const hung = new Promise<never>((_resolve, reject) => {
+    timer = setTimeout(() => reject(new Error(`no answer within ${limitMs} ms: the request hangs`)), limitMs);
+  });
+  try {
+    const result = await Promise.race([work(), hung]);
+    return { result, ms: performance.now() - started };
+  } finally {
+    clearTimeout(timer);
+  }
+};
+
+test('a frozen database (no refusal, no answer): /readyz and requests needing a connection answer 503 within the connect timeout', async (t) => {
+  t.timeout(60_000);
+  const { api, service, freeze, thaw } = await startFreezableService(t, {});
   const account = await api.register();
   await api.login(account);
   // The pool closes idle connections after 5 s: wait for it, so every request below needs a new one.
   await sleep(6_000);
 
-  frozen = await postgresProcesses(database.dataDirectory);
-  for (const pid of frozen) process.kill(pid, 'SIGSTOP');
-  const timed = async <T>(work: () => Promise<T>) => {
-    const started = performance.now();
-    const result = await work();
-    return { result, ms: performance.now() - started };
-  };
+  await freeze();
   const ready = await timed(() => api.get<{ error: { code: string } }>('/readyz'));
   t.is(ready.result.status, 503);
   t.is(ready.result.body.error.code, 'not_ready');
@@ -287,4 +329,96 @@ test('a frozen database (no refusal, no answer): /readyz and requests needing a 
     await sleep(100);
   }
   t.is((await api.post('/auth/login', { email: account.email, password: account.password })).status, 200);
+});
+
+test('a database that freezes while the pool holds idle connections: 503s within the client query bound, then recovery without a restart', async (t) => {
+  t.timeout(60_000);
+  // The client gives a pool query statement timeout + connect timeout (app/db/pool.ts) to answer.
+  const STATEMENT_TIMEOUT_MS = 1_000;
+  const bound = clientQueryTimeoutMs({ statementTimeoutMs: STATEMENT_TIMEOUT_MS, connectTimeoutMs: CONNECT_TIMEOUT_MS });
+  /**
+   * The stated bound for every request during the freeze. A request meets at most two database
+   * waits in a row: the release gate in front of /auth/login reads the policies and, when that
+   * fails, goes on with its last known ones; then the handler's first query fails. Each wait ends
+   * within the query bound (a frozen idle connection) or the connect timeout (a new one).
+   */
+  const deadline = 2 * bound + 1_000;
+  const { api, service, database, freeze, thaw } = await startFreezableService(t, { DB_STATEMENT_TIMEOUT_MS: String(STATEMENT_TIMEOUT_MS) });
+  const account = await api.register();
+  const { accessToken } = await api.login(account);
+  t.is((await api.get('/auth/me', accessToken)).status, 200);
+
+  // Warm the pool: concurrent requests open several connections, which then sit idle in it
+  // (for 5 s) — exactly what the requests below must not hang on.
+  const admin = new pg.Client({ connectionString: database.url('postgres') });
+  await admin.connect();
+  const idlePoolConnections = async () => {
+    const { rows } = await admin.query<{ n: number }>(
+      `SELECT count(*)::int AS n FROM pg_stat_activity
+        WHERE backend_type = 'client backend' AND state = 'idle' AND pid <> pg_backend_pid() AND application_name <> 'karaxas-notify'`,
+    );
+    return rows[0]!.n;
+  };
+  let idle = 0;
+  for (let round = 0; round < 10 && idle < 4; round += 1) {
+    await Promise.all(Array.from({ length: 8 }, () => api.get('/readyz')));
+    idle = await idlePoolConnections();
+  }
+  await admin.end();
+  t.true(idle >= 4, `the pool holds ${idle} idle connections`);
+
+  await freeze();
+  const frozenAt = performance.now();
+  const [ready, login, me, health] = await Promise.all([
+    timed(() => api.get<{ error: { code: string } }>('/readyz')),
+    timed(() => api.post<{ error: { code: string } }>('/auth/login', { email: account.email, password: account.password })),
+    timed(() => api.get<{ error: { code: string } }>('/auth/me', accessToken)),
+    timed(() => api.get('/healthz')),
+  ]);
+  t.is(ready.result.status, 503);
+  t.is(ready.result.body.error.code, 'not_ready');
+  for (const [name, answer] of [['login', login], ['me', me]] as const) {
+    t.is(answer.result.status, 503, `${name}: ${JSON.stringify(answer.result.body)}`);
+    t.is(answer.result.body.error.code, 'service_unavailable', name);
+  }
+  t.is(health.result.status, 200, 'the process itself stays live');
+  // A second wave: whichever connection each request gets now (another frozen idle one, or a new
+  // one that cannot connect), it ends in a 503 within the bound too.
+  const [loginAgain, meAgain] = await Promise.all([
+    timed(() => api.post<{ error: { code: string } }>('/auth/login', { email: account.email, password: account.password })),
+    timed(() => api.get<{ error: { code: string } }>('/auth/me', accessToken)),
+  ]);
+  t.is(loginAgain.result.status, 503);
+  t.is(meAgain.result.status, 503);
+  const times = { readyz: ready.ms, login: login.ms, me: me.ms, healthz: health.ms, loginAgain: loginAgain.ms, meAgain: meAgain.ms };
+  for (const [name, ms] of Object.entries(times)) t.true(ms < deadline, `${name} took ${Math.round(ms)} ms (stated bound ${deadline} ms)`);
+  t.log(
+    `frozen with ${idle} idle pool connections; client query bound ${bound} ms; answers in ms: ` +
+      Object.entries(times).map(([name, ms]) => `${name} ${Math.round(ms)}`).join(', '),
+  );
+  // The idle connections were taken and given up by the client-side bound (not a connect timeout).
+  t.true(
+    service.logs.lines.some((line) => line.includes(`did not answer within ${bound} ms`)),
+    'a request failed on the client query bound',
+  );
+  const frozenFor = performance.now() - frozenAt;
+
+  thaw();
+  const recoveryDeadline = Date.now() + 15_000;
+  while ((await api.get('/readyz')).status !== 200) {
+    if (Date.now() > recoveryDeadline) t.fail('not ready again after the database thawed');
+    await sleep(100);
+  }
+  t.is((await api.post('/auth/login', { email: account.email, password: account.password })).status, 200, 'a login works again');
+  t.is((await api.get('/auth/me', accessToken)).status, 200);
+  t.log(`frozen for ${Math.round(frozenFor)} ms; recovered without a restart`);
+  t.false(service.logs.lines.some((line) => line.includes('"errorCode":"internal_error"')), 'no request was a 500');
+
+  // A shutdown during a freeze ends within its deadline (SHUTDOWN_TIMEOUT_SECONDS; the process
+  // exits 1 when it overruns): the pool's and the LISTEN hub's connections are closed without
+  // waiting for a goodbye the server cannot give, and a timed-out UNLISTEN gives its connection up.
+  await freeze();
+  const stop = await timed(() => service.shutdown('test: shutdown while the database is frozen'));
+  t.true(stop.ms < service.config.shutdownTimeoutMs, `shutdown took ${Math.round(stop.ms)} ms (deadline ${service.config.shutdownTimeoutMs} ms)`);
+  t.log(`shutdown while frozen took ${Math.round(stop.ms)} ms (deadline ${service.config.shutdownTimeoutMs} ms)`);
 });

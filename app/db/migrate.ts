@@ -12,6 +12,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import type { Config } from '../config/index.js';
+import { TCP_KEEPALIVE_INITIAL_DELAY_MS } from './driver.js';
 import { tlsOptionsFor } from './tls.js';
 
 export const migrationsDirectory = fileURLToPath(new URL('./migrations/', import.meta.url));
@@ -60,6 +61,11 @@ export const runMigrations = async (
     ssl,
     connectionTimeoutMillis: database.connectTimeoutMs,
     application_name: 'karaxas-migrate',
+    // No client-side query bound here (unlike the pool, app/db/driver.ts): a migration may run
+    // long, and this client sets no statement timeout either. Keepalive still notices a peer that
+    // vanished mid-migration instead of waiting on it for good.
+    keepAlive: true,
+    keepAliveInitialDelayMillis: TCP_KEEPALIVE_INITIAL_DELAY_MS,
   });
   await client.connect();
   try {

@@ -21,6 +21,7 @@ import { sql, type CommonQueryMethods } from 'slonik';
 import { z } from 'zod';
 import type { Config } from '../config/index.js';
 import type { Logger } from '../logger.js';
+import { endWithin, TCP_KEEPALIVE_INITIAL_DELAY_MS } from './driver.js';
 import { tlsOptionsFor } from './tls.js';
 
 /** Channel of the `user_sessions` revocation trigger (migration 0005). */
@@ -169,7 +170,7 @@ export const createNotificationHub = (options: NotificationHubOptions): Notifica
     const wasConnected = connected;
     connected = false;
     owner.removeAllListeners('notification');
-    owner.end().catch(() => undefined);
+    void endWithin(owner, database.connectTimeoutMs);
     if (wasConnected) {
       logger.warn({ err: error }, 'notification listener disconnected; reconnecting');
       emit('disconnected');
@@ -185,7 +186,12 @@ export const createNotificationHub = (options: NotificationHubOptions): Notifica
         ...(ssl === false ? {} : { ssl }),
         connectionTimeoutMillis: database.connectTimeoutMs,
         application_name: 'karaxas-notify',
+        // This connection idles for as long as no notification arrives: keepalive notices a
+        // vanished peer (and keeps idle-flow timeouts of the network path away) between the
+        // health checks, whose query_timeout catches a peer that is there but does not answer.
+        // Without an initial delay Node leaves the OS default (two hours on Linux).
         keepAlive: true,
+        keepAliveInitialDelayMillis: TCP_KEEPALIVE_INITIAL_DELAY_MS,
         query_timeout: 5_000,
       });
       candidate.on('error', (error) => lost(candidate, error));
@@ -196,7 +202,7 @@ export const createNotificationHub = (options: NotificationHubOptions): Notifica
         await candidate.connect();
         for (const channel of handlers.keys()) await listen(candidate, channel);
         if (closed || client !== candidate) {
-          await candidate.end().catch(() => undefined);
+          await endWithin(candidate, database.connectTimeoutMs);
           return;
         }
         connected = true;
@@ -212,7 +218,7 @@ export const createNotificationHub = (options: NotificationHubOptions): Notifica
       } catch (error) {
         if (client === candidate) client = undefined;
         candidate.removeAllListeners('notification');
-        await candidate.end().catch(() => undefined);
+        await endWithin(candidate, database.connectTimeoutMs);
         logger.debug({ err: error }, 'notification listener could not connect');
         connecting = undefined;
         scheduleReconnect();
@@ -265,7 +271,9 @@ export const createNotificationHub = (options: NotificationHubOptions): Notifica
         if (!registered?.delete(handler) || registered.size > 0) return;
         handlers.delete(channel);
         const active = client;
-        if (active && connected) await active.query(`UNLISTEN ${active.escapeIdentifier(channel)}`).catch(() => undefined);
+        // A failure (query_timeout: a frozen or unreachable server) leaves the UNLISTEN in flight
+        // and everything after it queued behind: the connection is given up, as for LISTEN.
+        if (active && connected) await active.query(`UNLISTEN ${active.escapeIdentifier(channel)}`).catch((error: unknown) => lost(active, error));
       };
     },
 
@@ -302,7 +310,8 @@ export const createNotificationHub = (options: NotificationHubOptions): Notifica
       connected = false;
       if (current) {
         current.removeAllListeners('notification');
-        await current.end().catch(() => undefined);
+        // Bounded: a frozen server never acknowledges the goodbye, and shutdown must not wait on it.
+        await endWithin(current, database.connectTimeoutMs);
       }
       await delivery.catch(() => undefined);
     },

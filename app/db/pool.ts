@@ -7,11 +7,13 @@ import {
   createTypeParserPreset,
   SchemaValidationError,
   sql,
+  type ClientConfigurationInput,
   type DatabasePool,
   type Interceptor,
   type QueryResultRow,
 } from 'slonik';
 import type { Config } from '../config/index.js';
+import { createBoundedPgDriverFactory } from './driver.js';
 import { tlsOptionsFor } from './tls.js';
 
 export type { DatabasePool } from 'slonik';
@@ -55,12 +57,29 @@ const typeParsers = [
 ];
 
 /**
- * Creates the application pool. Connections are opened lazily; call {@link assertDatabaseReachable}
- * at boot to fail fast with a clear message.
+ * How long a pool query may wait for its answer before the client gives up on the connection:
+ * the statement timeout plus a margin. A running server cancels a statement at
+ * DB_STATEMENT_TIMEOUT_MS and its error arrives one round trip later, so while the server runs
+ * its own StatementTimeoutError comes first; the margin is DB_CONNECT_TIMEOUT_MS, the time
+ * already allowed for the network to complete a connection. A server that does not answer at all
+ * (frozen, partitioned) is what reaches this bound.
  */
-export const createDatabasePool = async (database: Config['database']): Promise<DatabasePool> => {
+export const clientQueryTimeoutMs = (database: Pick<Config['database'], 'statementTimeoutMs' | 'connectTimeoutMs'>): number =>
+  database.statementTimeoutMs + database.connectTimeoutMs;
+
+/**
+ * The settings of the application pool. Apart from {@link createDatabasePool} so that a test can
+ * run the same settings through slonik's own pg driver and compare.
+ *
+ * Every query is bounded on the client (see {@link clientQueryTimeoutMs} and app/db/driver.ts):
+ * without an answer in time it rejects with a ClientQueryTimeoutError (a slonik
+ * BackendTerminatedError, so 503 at the HTTP layer) and its connection is closed, never reused.
+ * Pool connections use TCP keepalive.
+ */
+export const databasePoolConfiguration = (database: Config['database']): ClientConfigurationInput => {
   const ssl = tlsOptionsFor(database);
-  return createPool(database.connectionUri, {
+  return {
+    driverFactory: createBoundedPgDriverFactory({ queryTimeoutMs: clientQueryTimeoutMs(database) }),
     maximumPoolSize: database.poolSize,
     connectionTimeout: database.connectTimeoutMs,
     statementTimeout: database.statementTimeoutMs,
@@ -74,5 +93,13 @@ export const createDatabasePool = async (database: Config['database']): Promise<
     resetConnection: async () => undefined,
     typeParsers,
     ...(ssl === false ? {} : { ssl }),
-  });
+  };
 };
+
+/**
+ * Creates the application pool with {@link databasePoolConfiguration}. Opens one connection at
+ * once (slonik's driver looks up the type parsers' oids); pool connections are opened on demand.
+ * @throws when that first connection or lookup fails (slonik's or pg's error).
+ */
+export const createDatabasePool = async (database: Config['database']): Promise<DatabasePool> =>
+  createPool(database.connectionUri, databasePoolConfiguration(database));
