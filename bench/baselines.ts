@@ -23,6 +23,7 @@ import Koa from 'koa';
 import pg from 'pg';
 import { pino } from 'pino';
 import { WebSocket, WebSocketServer } from 'ws';
+import { countsByTypeQuery } from '../app/audit/store.js';
 import { serveBenchIpc } from './lib/child.js';
 
 const mode = process.argv[2];
@@ -259,15 +260,7 @@ const startKoaPgMetrics = async () => {
     (router) => {
       router.get('/metrics', async (ctx) => {
         const [events, drains, sessions] = await Promise.all([
-          pool.query(
-            `SELECT c.event_type, c.total,
-                    (SELECT count(*) FROM security_event_audit a
-                      WHERE a.event_type = c.event_type AND a.created_at >= now() - interval '1 hour')::int AS last1h,
-                    (SELECT count(*) FROM security_event_audit a
-                      WHERE a.event_type = c.event_type AND a.created_at >= now() - interval '24 hours')::int AS last24h
-               FROM security_event_counts c
-              ORDER BY c.event_type`,
-          ),
+          pool.query(countsByTypeQuery.sql),
           pool.query('SELECT status, count(*)::int AS n FROM publish_drains GROUP BY status'),
           pool.query('SELECT count(*)::int AS active FROM user_sessions WHERE revoked_at IS NULL AND expires_at > now()'),
         ]);

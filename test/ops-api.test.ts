@@ -11,6 +11,7 @@ import { createApi, type Api, type ErrorBody, type TokenPair } from './support/a
 import { createTestDatabase, withAdminClient } from './support/database.js';
 import { startTestService, useSharedService, type TestService } from './support/service.js';
 import { settledStep, totpForStep } from './support/totp.js';
+import { countsByTypeQuery } from '../app/audit/store.js';
 import { opsRoutes, type AdminAuditItem, type OpsMetrics, type SecurityEventItem } from '../app/ops/schemas.js';
 import { createFailureThrottle, opsBearer, secretEquals } from '../app/ops/guard.js';
 
@@ -518,11 +519,15 @@ test('query plans at 200k rows: the list and metrics queries use indexes, no Seq
              CASE WHEN g % 3 = 0 THEN NULL ELSE md5((g % 5000)::text)::uuid END,
              '{}', now() - (g * interval '77 seconds'), repeat('0', 64), repeat('0', 64)
         FROM generate_series(1, 200000) g`);
-    // The all-time counters the insert trigger would have kept.
+    // The all-time and per-minute counters the insert trigger would have kept (minutes: the last 48 hours).
     await client.query(`
       INSERT INTO security_event_counts AS c (event_type, total)
       SELECT event_type, count(*) FROM security_event_audit GROUP BY event_type
       ON CONFLICT (event_type) DO UPDATE SET total = excluded.total`);
+    await client.query(`
+      INSERT INTO security_event_counts_by_minute (event_type, minute, count)
+      SELECT event_type, date_trunc('minute', created_at, 'UTC'), count(*) FROM security_event_audit
+       WHERE created_at >= now() - interval '48 hours' GROUP BY 1, 2`);
     await client.query(`
       INSERT INTO admin_action_audit (actor, action, target, created_at)
       SELECT CASE WHEN g % 10 = 0 THEN 'ops-token' ELSE md5((g % 50)::text)::uuid::text END,
@@ -541,6 +546,7 @@ test('query plans at 200k rows: the list and metrics queries use indexes, no Seq
     await client.query('COMMIT');
     await client.query('ANALYZE users');
     await client.query('ANALYZE security_event_audit');
+    await client.query('ANALYZE security_event_counts_by_minute');
     await client.query('ANALYZE admin_action_audit');
     await client.query('ANALYZE user_sessions');
   }, database.name);
@@ -574,14 +580,8 @@ test('query plans at 200k rows: the list and metrics queries use indexes, no Seq
       'SELECT id FROM security_event_audit WHERE user_id = $1::uuid ORDER BY created_at DESC, id DESC LIMIT 51',
       [randomUUID()],
     ],
-    [
-      'metrics, counts by type',
-      `SELECT c.event_type, c.total,
-              (SELECT count(*) FROM security_event_audit a WHERE a.event_type = c.event_type AND a.created_at >= now() - interval '1 hour')::int AS last1h,
-              (SELECT count(*) FROM security_event_audit a WHERE a.event_type = c.event_type AND a.created_at >= now() - interval '24 hours')::int AS last24h
-         FROM security_event_counts c ORDER BY c.event_type`,
-      [],
-    ],
+    // The statement itself (minute counters plus the boundary minute's rows: test/security-event-minutes.test.ts).
+    ['metrics, counts by type', countsByTypeQuery.sql, []],
   ];
   for (const [label, text, values] of statements) {
     const json = await plan(text, values);

@@ -249,6 +249,10 @@ test.serial('UPDATE, DELETE and TRUNCATE fail for the connecting role, through t
     "INSERT INTO security_event_audit_archives (first_seq, through_seq, row_count, previous_anchor_hash, last_hash) VALUES (1, 1, 1, 'x', 'x')",
     'UPDATE security_event_counts SET total = 0',
     'TRUNCATE security_event_counts',
+    'UPDATE security_event_counts_by_minute SET count = count + 1',
+    'DELETE FROM security_event_counts_by_minute',
+    "INSERT INTO security_event_counts_by_minute (event_type, minute, count) VALUES ('logout', now() + interval '1 day', 1)",
+    'TRUNCATE security_event_counts_by_minute',
   ]) {
     t.is(pgErrorCode(await t.throwsAsync(raw(statement))), '42501', statement);
   }
@@ -288,8 +292,9 @@ test.serial('a non-superuser that runs the migrations cannot UPDATE, DELETE or T
     });
   });
 
-  // Only the migrations this file is about: later ones are other features' business.
-  const migrations = (await loadMigrations()).filter((migration) => migration.version <= 2);
+  // Only the migrations this file is about (the trail, and its per-minute counters): later ones
+  // are other features' business.
+  const migrations = (await loadMigrations()).filter((migration) => migration.version <= 2 || migration.name === 'security_event_minute_counts');
   await runMigrations({ connectionUri: url.toString(), sslMode: testSslMode(), sslRootCert: undefined, connectTimeoutMs: 10_000 }, migrations);
   const ownerAudit = createSecurityAuditService({ store: createSecurityAuditStore(ownerPool) });
   for (let i = 0; i < 3; i += 1) {
@@ -319,12 +324,24 @@ test.serial('a non-superuser that runs the migrations cannot UPDATE, DELETE or T
   );
   t.deepEqual(owner, { owner: 'karaxas_audit_archiver', definer: true });
 
+  // The per-minute counters: kept by the trigger, written by nobody else, not even their owner.
+  for (const statement of ['UPDATE security_event_counts_by_minute SET count = 0', 'DELETE FROM security_event_counts_by_minute']) {
+    const error = await t.throwsAsync(ownerPool.query(statementQuery(statement)));
+    t.regex(error.message, /maintained by the security_event_audit insert trigger/, statement);
+  }
+  const minuteTotal = () =>
+    ownerPool.oneFirst(sql.type(z.object({ n: z.number() }))`SELECT coalesce(sum(count), 0)::int AS n FROM security_event_counts_by_minute`);
+  t.is(await minuteTotal(), 3);
+
   const ownerStore = createSecurityAuditStore(ownerPool);
   const first = await ownerPool.one(
     sql.type(z.object({ seq: z.bigint(), hash: z.string() }))`SELECT seq, hash FROM security_event_audit ORDER BY seq LIMIT 1`,
   );
   t.is(await ownerStore.archiveThrough(first.seq, 1n, first.hash), 1n);
   t.deepEqual(await ownerAudit.verifyChain(), { ok: true, checked: 2, firstBrokenId: null });
+  // The archive leaves the minute counters alone; the windows count what is left.
+  t.is(await minuteTotal(), 3);
+  t.deepEqual(await ownerStore.countsByType(), [{ event_type: 'login_succeeded', total: 3n, last1h: 2, last24h: 2 }]);
 });
 
 test.serial('editing a row directly as superuser makes the verifier report exactly that row', async (t) => {

@@ -141,6 +141,82 @@ export const canonicalEventText = (fields: CanonicalEventFields): string =>
 export const eventHash = (fields: CanonicalEventFields): string =>
   createHash('sha256').update(canonicalEventText(fields), 'utf8').digest('hex');
 
+const windowStart = {
+  h1: sql.fragment`now() - interval '1 hour'`,
+  h24: sql.fragment`now() - interval '24 hours'`,
+};
+/** The end of the minute (UTC, as the trigger buckets) that a window's start falls in. */
+const boundaryEnd = (start: FragmentSqlToken) => sql.fragment`date_trunc('minute', ${start}, 'UTC') + interval '1 minute'`;
+
+/**
+ * The metrics counts from the per-minute counters (migration 0008). For each window
+ * [now() - w, now()]: the buckets of the minutes after the one the window starts in (wholly
+ * inside it) plus a count(*) of the raw rows of that boundary minute from the window's start on,
+ * a range scan of at most one minute of rows. That equals `count(*) WHERE event_type = … AND
+ * created_at >= now() - w`, whatever the last day's volume: one pass over the bucket table (at most
+ * 48 hours × the event types, pruned by the trigger) and one over the rows of two minutes.
+ *
+ * The bounds on security_event_audit are expressions of now(), which the planner evaluates when it
+ * estimates: the estimates stay those of one minute of rows however big the table is (bounds it
+ * cannot see make it assume a fixed share of the table, whose cost grows with the table until JIT
+ * compilation kicks in — a second per call), and nothing runs once per row of the never-analysed
+ * counter table.
+ *
+ * `buckets_exact` is false when an archive cut reached into the window: the buckets still count
+ * the archived rows. Archived rows are a seq prefix and seq order is created_at order, so the first
+ * row left in the table tells; with everything archived, false too. See `countsByType`.
+ *
+ * Minutes are UTC minutes; `interval '24 hours'`, not '1 day', so the session's daylight-saving
+ * rules play no part. Exported for the tests' plan checks and the bench's raw-pg baseline.
+ */
+export const countsByTypeQuery = sql.type(countsRow.extend({ buckets_exact: z.boolean() }))`
+  WITH minutes AS MATERIALIZED (
+    -- (SELECT …): computed once, not per bucket row (the time zone makes date_trunc cost).
+    SELECT n.event_type,
+           sum(n.count) FILTER (WHERE n.minute >= (SELECT ${boundaryEnd(windowStart.h1)})) AS after1h,
+           sum(n.count) AS after24h
+      FROM security_event_counts_by_minute n
+     WHERE n.minute >= (SELECT ${boundaryEnd(windowStart.h24)})
+     GROUP BY n.event_type
+  ), edges AS MATERIALIZED (
+    SELECT e.event_type,
+           count(*) FILTER (WHERE e.created_at >= ${windowStart.h1} AND e.created_at < ${boundaryEnd(windowStart.h1)}) AS in1h,
+           count(*) FILTER (WHERE e.created_at >= ${windowStart.h24} AND e.created_at < ${boundaryEnd(windowStart.h24)}) AS in24h
+      FROM security_event_audit e
+     WHERE (e.created_at >= ${windowStart.h1} AND e.created_at < ${boundaryEnd(windowStart.h1)})
+        OR (e.created_at >= ${windowStart.h24} AND e.created_at < ${boundaryEnd(windowStart.h24)})
+     GROUP BY e.event_type
+  ), cut AS MATERIALIZED (
+    SELECT a.last_seq = 0
+           OR coalesce((SELECT r.created_at FROM security_event_audit r WHERE r.seq > a.last_seq ORDER BY r.seq LIMIT 1)
+                         < ${boundaryEnd(windowStart.h24)}, false) AS buckets_exact
+      FROM security_event_audit_anchor a
+     WHERE a.singleton
+  )
+  SELECT c.event_type, c.total,
+         (coalesce(m.after1h, 0) + coalesce(x.in1h, 0))::int AS last1h,
+         (coalesce(m.after24h, 0) + coalesce(x.in24h, 0))::int AS last24h,
+         (SELECT buckets_exact FROM cut) AS buckets_exact
+    FROM security_event_counts c
+    LEFT JOIN minutes m ON m.event_type = c.event_type
+    LEFT JOIN edges x ON x.event_type = c.event_type
+   ORDER BY c.event_type`;
+
+/**
+ * The windows by their definition: count(*) of the rows since now() - w, range scans over the
+ * (event_type, created_at) index, costing the rows of the window. Only for the rare case where an
+ * archive cut reached into the last 24 hours (`archive-security-audit --hot-days 0` or a recent
+ * `--before`; the default keeps SECURITY_AUDIT_HOT_DAYS ≥ 1 day), until the cut is a day old.
+ */
+const countsByTypeCountStarQuery = sql.type(countsRow)`
+  SELECT c.event_type, c.total,
+         (SELECT count(*) FROM security_event_audit a
+           WHERE a.event_type = c.event_type AND a.created_at >= now() - interval '1 hour')::int AS last1h,
+         (SELECT count(*) FROM security_event_audit a
+           WHERE a.event_type = c.event_type AND a.created_at >= now() - interval '24 hours')::int AS last24h
+    FROM security_event_counts c
+   ORDER BY c.event_type`;
+
 export const createSecurityAuditStore = (pool: DatabasePool) => ({
   pool,
 
@@ -267,17 +343,14 @@ export const createSecurityAuditStore = (pool: DatabasePool) => ({
 
   /**
    * Per event type that ever occurred: all-time total (counter table, archived rows included) and
-   * the rows of the last hour / 24 hours (range scans on the type index, no full scan).
+   * the rows of the last hour / 24 hours, from the per-minute counters at a cost independent of the
+   * volume ({@link countsByTypeQuery}); by count(*) while an archive cut lies within the last day.
    */
-  countsByType: () =>
-    pool.any(sql.type(countsRow)`
-      SELECT c.event_type, c.total,
-             (SELECT count(*) FROM security_event_audit a
-               WHERE a.event_type = c.event_type AND a.created_at >= now() - interval '1 hour')::int AS last1h,
-             (SELECT count(*) FROM security_event_audit a
-               WHERE a.event_type = c.event_type AND a.created_at >= now() - interval '24 hours')::int AS last24h
-        FROM security_event_counts c
-       ORDER BY c.event_type`),
+  countsByType: async (): Promise<SecurityEventCountsRow[]> => {
+    const rows = await pool.any(countsByTypeQuery);
+    if (rows.every((row) => row.buckets_exact)) return rows.map(({ buckets_exact: _, ...counts }) => counts);
+    return [...(await pool.any(countsByTypeCountStarQuery))];
+  },
 
   /** The archive anchor and the chain head. */
   chainState: () =>

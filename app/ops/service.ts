@@ -150,7 +150,7 @@ export const createOpsService = (deps: OpsDeps) => {
 
     verifySecurityAudit: () => audit.verifyChain(),
 
-    /** Counters only: the event-count table, index range scans for the windows, one small group-by. */
+    /** Counters only: the event-count tables (per-minute buckets plus one boundary minute of rows per window), one small group-by. */
     metrics: async (): Promise<OpsMetrics> => {
       const [securityEvents, drains, active] = await Promise.all([audit.countsByType(), drainCounts(), store.countActiveSessions()]);
       return {

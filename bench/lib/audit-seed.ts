@@ -8,7 +8,8 @@
  * `security_event_hash`, kept for verifying exports) and only the hashes travel to the database.
  * The rows go in with triggers bypassed (session_replication_role = replica, superuser) in one
  * transaction that holds the chain lock and the head row; the head, the per-type counters and
- * the identity sequence are then moved exactly as the trigger moves them. `checkSeededChain`
+ * the identity sequence are then moved exactly as the trigger moves them, and the per-minute
+ * counters of the last 48 hours filled as the trigger (with its pruning) would have left them. `checkSeededChain`
  * recomputes hashes in the database with the migration's own function, so any drift between the
  * two column definitions or hash implementations fails the bench.
  *
@@ -111,6 +112,15 @@ export const seedSecurityEvents = async (client: pg.Client, options: { rows: num
        SELECT * FROM unnest($1::text[], $2::bigint[])
        ON CONFLICT (event_type) DO UPDATE SET total = c.total + excluded.total`,
       [[...perType.keys()], [...perType.values()]],
+    );
+    // The per-minute counters (migration 0008) as the trigger leaves them: the last 48 hours.
+    await client.query(
+      `INSERT INTO security_event_counts_by_minute (event_type, minute, count)
+       SELECT event_type, date_trunc('minute', created_at, 'UTC'), count(*)
+         FROM security_event_audit
+        WHERE created_at >= date_trunc('minute', $1::timestamptz - interval '48 hours', 'UTC')
+        GROUP BY 1, 2`,
+      [new Date(Number(lastMicros / 1000n)).toISOString()],
     );
     await client.query(`SELECT setval(pg_get_serial_sequence('public.security_event_audit', 'seq'), $1::bigint)`, [last.seq.toString()]);
     await client.query('COMMIT');
