@@ -215,7 +215,7 @@ export const startService = async ({ config, logger, port, extraRoutes = [] }: S
     target: createGatewayDrainTarget(gateway),
   });
   const opsGuard = createOpsGuard({ opsApiToken: config.secrets.opsApiToken, auth, audit, pool, logger });
-  const ops = createOpsService({ pool, store: opsStore, adminAudit, audit, auth, drainCounts: release.drainCounts });
+  const ops = createOpsService({ pool, store: opsStore, adminAudit, audit, auth, drainCounts: release.drainCounts, mfa });
   routes.push(...createReleaseRoutes({ release, opsGuard }), ...createOpsRoutes({ ops, opsGuard }));
   const passwordReset = createPasswordResetService({
     pool,

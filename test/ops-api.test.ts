@@ -82,6 +82,8 @@ const routeCalls = (ids: { policyId: string; drainId: string; userId: string }) 
   { method: 'POST', path: opsRoutes.revokeSessions.path, body: { userId: ids.userId, reason: 'test' } },
   { method: 'POST', path: `/ops/users/${ids.userId}/role`, body: { role: 'player' } },
   { method: 'POST', path: `/ops/users/${ids.userId}/force-password-reset` },
+  { method: 'GET', path: opsRoutes.mfaKeys.path },
+  { method: 'POST', path: opsRoutes.mfaReseal.path, body: { batchSize: 10 } },
 ];
 
 test('every ops route refuses missing, wrong, player and non-MFA admin tokens, recording ops_auth_failed', async (t) => {

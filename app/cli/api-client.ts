@@ -20,6 +20,7 @@ import {
   type AdminAuditItem,
   type AdminAuditQuery,
   type CreatePolicyBody,
+  type MfaResealBody,
   type PublishBody,
   type RevokeSessionsBody,
   type SecurityAuditQueryParams,
@@ -345,6 +346,13 @@ export const createOpsClient = (options: OpsClientOptions) => {
 
     /** `POST /ops/users/:id/force-password-reset`. */
     forcePasswordReset: async (userId: string) => call('forcePasswordReset', { path: idPath('forcePasswordReset', userId) }),
+
+    /** `GET /ops/mfa/keys`: TOTP secrets per sealing key id. */
+    mfaKeys: async () => call('mfaKeys'),
+
+    /** `POST /ops/mfa/reseal`: one bounded run of the TOTP reseal (repeat while pendingReseal drops). */
+    mfaReseal: async (body: MfaResealBody = {}) =>
+      call('mfaReseal', { body: check(opsRoutes.mfaReseal.body, body, 'body', 'POST', opsRoutes.mfaReseal.path) }),
   };
 };
 

@@ -572,6 +572,76 @@ const forcePasswordResetCommand: Command = {
 };
 
 // ---------------------------------------------------------------------------------------------
+// Commands: TOTP key rotation
+
+const mfaKeysCommand: Command = {
+  name: 'mfa-keys',
+  summary: 'GET /ops/mfa/keys: TOTP secrets per sealing key id and how many still await a reseal',
+  usage: 'karaxas-ops mfa-keys [--json]',
+  help: `  During a totpEncryptionKey rotation, confirm (drop the previous key) only once this shows
+  pendingReseal 0 — run karaxas-ops mfa-reseal first. Key ids are key fingerprints, not key material.
+`,
+  options: {},
+  run: async ({ client, io, json, parsed }) => {
+    noExtraPositionals(parsed, 0);
+    const keys = await (await client()).mfaKeys();
+    if (json) {
+      printJson(io, keys);
+      return 0;
+    }
+    io.stdout(table(['keyId', 'count', 'current'], keys.byKey.map((entry) => [entry.keyId, entry.count, entry.current ? 'yes' : ''])));
+    io.stdout(`current key ${keys.currentKeyId}: ${keys.underCurrentKey} of ${keys.total} secret(s); pendingReseal ${keys.pendingReseal}\n`);
+    return 0;
+  },
+};
+
+/** Calls of `mfa-reseal` at most, each a few seconds of server time. */
+const MAX_RESEAL_CALLS = 1_000;
+
+const mfaResealCommand: Command = {
+  name: 'mfa-reseal',
+  summary: 'POST /ops/mfa/reseal until nothing is pending: re-seal every TOTP secret under the current key (exit 1 if any is left)',
+  usage: 'karaxas-ops mfa-reseal [--batch-size <1-5000>] [--json]',
+  help: `  Repeats the call (each one re-seals batches for a few seconds) until pendingReseal is 0 or a call
+  makes no progress. Exit 0 when nothing is pending and nothing was unreadable; 1 otherwise (secrets
+  that no configured key opens, or rows that stayed locked: run it again, then check mfa-keys).
+  Each call writes one admin_action_audit row (mfa.reseal).
+`,
+  options: { 'batch-size': { type: 'string' } },
+  run: async ({ client, io, json, parsed }) => {
+    noExtraPositionals(parsed, 0);
+    const batchSize = intFrom(str(parsed, 'batch-size'), '--batch-size', { min: 1, max: 5_000 });
+    const api = await client();
+    const totals = { calls: 0, resealed: 0, batches: 0 };
+    let last: Awaited<ReturnType<OpsClient['mfaReseal']>> | undefined;
+    for (;;) {
+      const before = last?.pendingReseal;
+      last = await api.mfaReseal(batchSize === undefined ? {} : { batchSize });
+      totals.calls += 1;
+      totals.resealed += last.resealed;
+      totals.batches += last.batches;
+      if (!json) {
+        io.stdout(`call ${totals.calls}: resealed ${last.resealed}, pendingReseal ${last.pendingReseal}, unreadable ${last.unreadable}\n`);
+      }
+      const progressed = last.resealed > 0 && (before === undefined || last.pendingReseal < before);
+      if (last.pendingReseal === 0 || !progressed || totals.calls >= MAX_RESEAL_CALLS) break;
+    }
+    const ok = last.pendingReseal === 0 && last.unreadable === 0;
+    if (json) {
+      printJson(io, { ...totals, currentKeyId: last.currentKeyId, pendingReseal: last.pendingReseal, unreadable: last.unreadable, ok });
+    } else if (ok) {
+      io.stdout(`done: ${totals.resealed} secret(s) re-sealed under key ${last.currentKeyId}; pendingReseal 0 — the previous key may be dropped\n`);
+    } else {
+      io.stdout(
+        `NOT DONE: pendingReseal ${last.pendingReseal}, unreadable ${last.unreadable} (${totals.resealed} re-sealed under key ${last.currentKeyId}) — do not drop the previous key; ` +
+          `unreadable secrets are sealed under a key that is not configured (user ids in the server log)\n`,
+      );
+    }
+    return ok ? 0 : 1;
+  },
+};
+
+// ---------------------------------------------------------------------------------------------
 // guardrails
 
 type Threshold = {
@@ -1067,6 +1137,8 @@ export const commands: readonly Command[] = [
   revokeSessionsCommand,
   setRoleCommand,
   forcePasswordResetCommand,
+  mfaKeysCommand,
+  mfaResealCommand,
   guardrailsCommand,
   archiveCommand,
   verifyArchiveCommand,

@@ -37,7 +37,7 @@ export const buildOpenApiDocument = (routes: readonly AnyRoute[], info: { versio
       responses[String(status)] = { description: `Error: ${codes.join(', ')}`, content: json(envelope) };
     }
     const request: RouteConfig['request'] = {};
-    if (route.request?.body) request.body = { required: true, content: json(route.request.body) };
+    if (route.request?.body) request.body = { required: !route.request.body.safeParse(undefined).success, content: json(route.request.body) };
     if (route.request?.query) request.query = route.request.query as AnyZodObject;
     if (route.request?.params) request.params = route.request.params as AnyZodObject;
 

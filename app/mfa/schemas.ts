@@ -7,6 +7,10 @@
  */
 import { z } from 'zod';
 
+/** TOTP key rotation (ops `POST /ops/mfa/reseal`): rows re-sealed per transaction at most, and the default. */
+export const MAX_RESEAL_BATCH_SIZE = 5_000;
+export const DEFAULT_RESEAL_BATCH_SIZE = 1_000;
+
 /** Recovery codes issued at activation and on regeneration. */
 export const RECOVERY_CODE_COUNT = 10;
 

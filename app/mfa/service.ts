@@ -15,6 +15,11 @@
  *   data; TOTP_ENCRYPTION_KEY_PREVIOUS still opens older rows, which are re-sealed under the
  *   current key the next time one of their codes is accepted. If no configured key opens a
  *   secret, the code is refused (401), never a 500.
+ * - Key rotation (docs/runbook.md "Rotation policy"): {@link sealingState} counts the secrets per
+ *   key id and {@link resealPending} re-seals, in bounded batches, every secret not under the
+ *   current key — so the previous key can be dropped without locking anyone out. Key ids are the
+ *   8-byte fingerprints of app/crypto/seal.ts (the first 64 bits of SHA-256 over a 32-byte random
+ *   key): one-way, they name a key without revealing anything about it.
  * - Recovery codes: 10 per generation, 80 random bits each, stored as SHA-256 over the user id
  *   and the normalised code; single use (atomic consume); a new generation voids the previous.
  * - The mfaToken (`kxm_` + 256 random bits) is stored hashed, lives at most 300 s, is bound to
@@ -33,8 +38,34 @@ import type { Config } from '../config/index.js';
 import { seal, sealingKey, unseal, UnsealError, type SealingKey } from '../crypto/seal.js';
 import { AppError } from '../http/errors.js';
 import type { Logger } from '../logger.js';
-import { RECOVERY_CODE_COUNT } from './schemas.js';
+import { DEFAULT_RESEAL_BATCH_SIZE, MAX_RESEAL_BATCH_SIZE, RECOVERY_CODE_COUNT } from './schemas.js';
 import { createMfaStore, type MfaStore, type TotpRow } from './store.js';
+
+/** One reseal call stops starting batches after this long, well within the request deadline. */
+export const DEFAULT_RESEAL_TIME_BUDGET_MS = 5_000;
+
+/** Where the TOTP secrets are sealed (key ids in hex). */
+export type SealingState = {
+  currentKeyId: string;
+  total: number;
+  underCurrentKey: number;
+  /** Secrets not under the current key: re-sealable ones and those no configured key opens. */
+  pendingReseal: number;
+  byKey: Array<{ keyId: string; count: number; current: boolean }>;
+};
+
+/** What one {@link MfaService.resealPending} call did. */
+export type ResealOutcome = {
+  currentKeyId: string;
+  resealed: number;
+  /** Secrets not under the current key when the call ended (unreadable and skipped-while-locked rows included). */
+  pendingReseal: number;
+  /** Secrets this call met that no configured key opens (left untouched). */
+  unreadable: number;
+  batches: number;
+  /** Re-sealed secrets by the key id they were under. */
+  fromKeyIds: Record<string, number>;
+};
 
 export const TOTP_ISSUER = 'Karaxas';
 const TOTP_PERIOD_SECONDS = 30;
@@ -110,6 +141,16 @@ export const createMfaService = (deps: MfaDeps) => {
   if (config.secrets.totpEncryptionKeyPrevious) keys.push(sealingKey(config.secrets.totpEncryptionKeyPrevious));
 
   const sealSecret = (userId: string, secret: string) => seal(currentKey, Buffer.from(secret, 'utf8'), Buffer.from(userId, 'utf8'));
+  const currentKeyId = currentKey.id.toString('hex');
+
+  const describeSealing = (rows: ReadonlyArray<{ key_id: Buffer; count: number }>): SealingState => {
+    const byKey = rows.map((row) => ({ keyId: row.key_id.toString('hex'), count: row.count, current: row.key_id.equals(currentKey.id) }));
+    if (!byKey.some((entry) => entry.current)) byKey.push({ keyId: currentKeyId, count: 0, current: true });
+    byKey.sort((a, b) => Number(b.current) - Number(a.current) || b.count - a.count || a.keyId.localeCompare(b.keyId));
+    const total = byKey.reduce((sum, entry) => sum + entry.count, 0);
+    const underCurrentKey = byKey.find((entry) => entry.current)!.count;
+    return { currentKeyId, total, underCurrentKey, pendingReseal: total - underCurrentKey, byKey };
+  };
 
   /**
    * Which step of the ±1 window a code matches, considering only steps after the last accepted
@@ -416,6 +457,87 @@ export const createMfaService = (deps: MfaDeps) => {
         },
       );
       return { recoveryCodes: result };
+    },
+
+    /** How many TOTP secrets each key id seals, and how many still need the current key. */
+    sealingState: async (): Promise<SealingState> => describeSealing(await store.countByKey(pool)),
+
+    /**
+     * Re-seals every TOTP secret not under the current key, `batchSize` rows per transaction,
+     * until none is left or `timeBudgetMs` is used up (call again for the rest). Each row is
+     * opened with the configured keys (current + previous), sealed under the current key and
+     * written with a compare-and-set on the key id it was read with; rows locked by a verify are
+     * skipped, last_used_step is never touched. Secrets no configured key opens are counted as
+     * unreadable and left as they are (their user ids are logged, nothing else).
+     * `onFinished` runs in the transaction of the last batch (the caller's audit row).
+     */
+    resealPending: async (
+      options: { batchSize?: number; timeBudgetMs?: number; onFinished?: (tx: Queryable, outcome: ResealOutcome) => Promise<unknown> } = {},
+    ): Promise<ResealOutcome> => {
+      const batchSize = Math.min(Math.max(Math.trunc(options.batchSize ?? DEFAULT_RESEAL_BATCH_SIZE), 1), MAX_RESEAL_BATCH_SIZE);
+      const deadline = Date.now() + (options.timeBudgetMs ?? DEFAULT_RESEAL_TIME_BUDGET_MS);
+      const totals = { resealed: 0, unreadable: 0, batches: 0 };
+      const fromKeyIds: Record<string, number> = {};
+      let after: string | null = null;
+      for (;;) {
+        // Everything a batch computes stays local until its transaction committed.
+        const batch = await pool.transaction(async (tx) => {
+          const rows = await store.lockPendingReseal(tx, { currentKeyId: currentKey.id, after, limit: batchSize });
+          const unreadable: Array<{ userId: string; keyId: string }> = [];
+          const writes = [];
+          for (const row of rows) {
+            const associatedData = Buffer.from(row.user_id, 'utf8');
+            let plaintext: Buffer;
+            try {
+              plaintext = unseal(keys, row.secret_sealed, associatedData);
+            } catch (error) {
+              if (!(error instanceof UnsealError)) throw error;
+              unreadable.push({ userId: row.user_id, keyId: row.key_id.toString('hex') });
+              continue;
+            }
+            writes.push({ userId: row.user_id, enrollmentId: row.enrollment_id, oldKeyId: row.key_id, secretSealed: seal(currentKey, plaintext, associatedData) });
+            plaintext.fill(0);
+          }
+          const written = new Set(await store.writeResealed(tx, { keyId: currentKey.id, rows: writes }));
+          const from: Record<string, number> = {};
+          for (const write of writes) {
+            if (!written.has(write.userId)) continue;
+            const keyId = write.oldKeyId.toString('hex');
+            from[keyId] = (from[keyId] ?? 0) + 1;
+          }
+          const last = rows.length < batchSize || Date.now() >= deadline;
+          let outcome: ResealOutcome | undefined;
+          if (last) {
+            const merged = { ...fromKeyIds };
+            for (const [keyId, count] of Object.entries(from)) merged[keyId] = (merged[keyId] ?? 0) + count;
+            outcome = {
+              currentKeyId,
+              resealed: totals.resealed + written.size,
+              pendingReseal: describeSealing(await store.countByKey(tx)).pendingReseal,
+              unreadable: totals.unreadable + unreadable.length,
+              batches: totals.batches + 1,
+              fromKeyIds: merged,
+            };
+            await options.onFinished?.(tx, outcome);
+          }
+          return { lastUserId: rows.at(-1)?.user_id ?? null, written: written.size, from, unreadable, outcome };
+        });
+        totals.resealed += batch.written;
+        totals.unreadable += batch.unreadable.length;
+        totals.batches += 1;
+        for (const [keyId, count] of Object.entries(batch.from)) fromKeyIds[keyId] = (fromKeyIds[keyId] ?? 0) + count;
+        if (batch.unreadable.length > 0) {
+          logger.warn(
+            { users: batch.unreadable.map((row) => ({ userId: row.userId, keyId: row.keyId })), count: batch.unreadable.length },
+            'TOTP secrets that no configured key opens were left as they are (their users cannot complete MFA)',
+          );
+        }
+        if (batch.outcome) {
+          logger.info({ ...batch.outcome }, 'TOTP secrets re-sealed under the current key');
+          return batch.outcome;
+        }
+        after = batch.lastUserId;
+      }
     },
 
     /** Housekeeping: forgets challenges that ended over an hour ago. */

@@ -32,6 +32,14 @@ const challengeStateRow = z.object({
 const idRow = z.object({ id: z.string().uuid() });
 const userIdRow = z.object({ user_id: z.string().uuid() });
 const countRow = z.object({ count: z.number().int() });
+const keyCountRow = z.object({ key_id: z.instanceof(Buffer), count: z.number().int() });
+const pendingRow = z.object({
+  user_id: z.string().uuid(),
+  enrollment_id: z.string().uuid(),
+  secret_sealed: z.instanceof(Buffer),
+  key_id: z.instanceof(Buffer),
+});
+export type PendingResealRow = z.infer<typeof pendingRow>;
 
 export const createMfaStore = (pool: DatabasePool) => ({
   pool,
@@ -162,6 +170,52 @@ export const createMfaStore = (pool: DatabasePool) => ({
       SELECT user_id, consumed_at IS NOT NULL AS consumed, expires_at <= now() AS expired,
              ip IS NOT DISTINCT FROM ${input.ip}::inet AS ip_matches
       FROM mfa_challenges WHERE token_hash = ${sql.binary(input.tokenHash)}`),
+
+  /** TOTP secrets per sealing key id (one index-only pass over mfa_totp_key_id). */
+  countByKey: (db: Queryable) =>
+    db.any(sql.type(keyCountRow)`
+      SELECT key_id, count(*)::int AS count FROM mfa_totp GROUP BY key_id ORDER BY key_id`),
+
+  /**
+   * The next rows (by user id, after `after`) whose secret is not sealed under `currentKeyId`,
+   * locked for the reseal. SKIP LOCKED: a row a verify is consuming right now is passed over (it
+   * is re-sealed by that verify, or by a later call) rather than waited for, so neither side
+   * blocks the other for longer than one batch. Call inside a transaction.
+   */
+  lockPendingReseal: (db: Queryable, input: { currentKeyId: Buffer; after: string | null; limit: number }) =>
+    db.any(sql.type(pendingRow)`
+      SELECT user_id, enrollment_id, secret_sealed, key_id
+        FROM mfa_totp
+       WHERE key_id <> ${sql.binary(input.currentKeyId)}
+         AND (${input.after}::uuid IS NULL OR user_id > ${input.after}::uuid)
+       ORDER BY user_id
+       LIMIT ${input.limit}
+         FOR UPDATE SKIP LOCKED`),
+
+  /**
+   * Writes re-sealed secrets, each with a compare-and-set on the key id (and enrollment) it was
+   * read with: a row a verify re-sealed or an enrollment replaced meanwhile is left alone.
+   * last_used_step is never touched. Returns the user ids written.
+   */
+  writeResealed: async (db: Queryable, input: { keyId: Buffer; rows: Array<{ userId: string; enrollmentId: string; oldKeyId: Buffer; secretSealed: Buffer }> }) => {
+    if (input.rows.length === 0) return [];
+    const written = await db.any(sql.type(userIdRow)`
+      UPDATE mfa_totp AS t SET
+        secret_sealed = decode(v.sealed, 'hex'),
+        key_id = ${sql.binary(input.keyId)},
+        updated_at = now()
+      FROM unnest(
+        ${sql.array(input.rows.map((row) => row.userId), 'uuid')},
+        ${sql.array(input.rows.map((row) => row.enrollmentId), 'uuid')},
+        ${sql.array(input.rows.map((row) => row.oldKeyId.toString('hex')), 'text')},
+        ${sql.array(input.rows.map((row) => row.secretSealed.toString('hex')), 'text')}
+      ) AS v(user_id, enrollment_id, old_key_id, sealed)
+      WHERE t.user_id = v.user_id
+        AND t.enrollment_id = v.enrollment_id
+        AND t.key_id = decode(v.old_key_id, 'hex')
+      RETURNING t.user_id`);
+    return written.map((row) => row.user_id);
+  },
 
   /** Housekeeping: forgets challenges that ended more than an hour ago (of one user, or all). */
   deleteStaleChallenges: (db: Queryable, userId?: string) =>

@@ -1,6 +1,6 @@
 /**
  * Ops routes (contract §7) other than the release ones (app/release/routes.ts): audit queries,
- * metrics and incident actions. Every route runs behind the ops guard.
+ * metrics, incident actions and the TOTP key rotation. Every route runs behind the ops guard.
  */
 import type { Middleware } from 'koa';
 import { requestMeta } from '../http/request-meta.js';
@@ -12,6 +12,9 @@ import {
   forcePasswordResetResponseSchema,
   idParamsSchema,
   metricsResponseSchema,
+  mfaKeysResponseSchema,
+  mfaResealBodySchema,
+  mfaResealResponseSchema,
   revokeSessionsBodySchema,
   revokeSessionsResponseSchema,
   roleBodySchema,
@@ -120,6 +123,32 @@ export const createOpsRoutes = ({ ops, opsGuard }: OpsRouteDeps): AnyRoute[] => 
     handler: async ({ params, ctx }) => ({
       status: 200,
       body: await ops.forcePasswordReset(opsCallerOf(ctx), requestMeta(ctx), params.id),
+    }),
+  }),
+  defineRoute({
+    method: 'get',
+    path: '/ops/mfa/keys',
+    summary: 'TOTP secrets per sealing key id: the current key and how many still await a reseal',
+    tags: ['ops', 'mfa'],
+    security: 'ops',
+    responses: { 200: { description: 'The sealing state (pendingReseal 0: the previous key can be dropped)', body: mfaKeysResponseSchema } },
+    errors: [...opsErrors],
+    middleware: [opsGuard],
+    handler: async () => ({ status: 200, body: await ops.mfaKeys() }),
+  }),
+  defineRoute({
+    method: 'post',
+    path: '/ops/mfa/reseal',
+    summary: 'Re-seal TOTP secrets still under an older key with the current one (bounded batches, a few seconds per call; repeat until pendingReseal is 0)',
+    tags: ['ops', 'mfa'],
+    security: 'ops',
+    request: { body: mfaResealBodySchema },
+    responses: { 200: { description: 'What this call re-sealed and what is left', body: mfaResealResponseSchema } },
+    errors: [...opsErrors, ...bodyErrors],
+    middleware: [opsGuard],
+    handler: async ({ body, ctx }) => ({
+      status: 200,
+      body: await ops.resealMfaSecrets(opsCallerOf(ctx), requestMeta(ctx), body),
     }),
   }),
 ];

@@ -13,6 +13,7 @@ import semver from 'semver';
 import { z } from 'zod';
 import { securityEventTypes } from '../audit/types.js';
 import { userSchema } from '../auth/schemas.js';
+import { DEFAULT_RESEAL_BATCH_SIZE, MAX_RESEAL_BATCH_SIZE } from '../mfa/schemas.js';
 
 // ---------------------------------------------------------------------------------------------
 // Shared pieces
@@ -294,6 +295,49 @@ export const roleResponseSchema = z.object({ user: userSchema, revoked: z.number
 export const forcePasswordResetResponseSchema = z.object({ user: userSchema, revoked: z.number().int() });
 
 // ---------------------------------------------------------------------------------------------
+// TOTP key rotation
+
+/** A sealing key id: the 8-byte fingerprint of app/crypto/seal.ts in hex (names a key, reveals nothing of it). */
+const keyIdSchema = z.string().regex(/^[0-9a-f]{16}$/);
+
+/** `GET /ops/mfa/keys`: where the TOTP secrets are sealed. pendingReseal 0 means the previous key can be dropped. */
+export const mfaKeysResponseSchema = z.object({
+  currentKeyId: keyIdSchema,
+  total: z.number().int().nonnegative(),
+  underCurrentKey: z.number().int().nonnegative(),
+  pendingReseal: z.number().int().nonnegative(),
+  byKey: z.array(z.object({ keyId: keyIdSchema, count: z.number().int().nonnegative(), current: z.boolean() })),
+});
+export type MfaKeys = z.infer<typeof mfaKeysResponseSchema>;
+
+/** `POST /ops/mfa/reseal` body (optional). */
+export const mfaResealBodySchema = z
+  .object({
+    batchSize: z
+      .number()
+      .int('must be an integer')
+      .min(1, 'must be at least 1')
+      .max(MAX_RESEAL_BATCH_SIZE, `must be at most ${MAX_RESEAL_BATCH_SIZE}`)
+      .default(DEFAULT_RESEAL_BATCH_SIZE),
+  })
+  .strict()
+  .default({});
+export type MfaResealBody = z.input<typeof mfaResealBodySchema>;
+
+/**
+ * `POST /ops/mfa/reseal` → 200. One call re-seals batches for a few seconds at most; repeat
+ * while pendingReseal drops. unreadable: secrets no configured key opens (left untouched).
+ */
+export const mfaResealResponseSchema = z.object({
+  resealed: z.number().int().nonnegative(),
+  pendingReseal: z.number().int().nonnegative(),
+  unreadable: z.number().int().nonnegative(),
+  batches: z.number().int().nonnegative(),
+  currentKeyId: keyIdSchema,
+});
+export type MfaReseal = z.infer<typeof mfaResealResponseSchema>;
+
+// ---------------------------------------------------------------------------------------------
 // The route table, for typed clients
 
 type Route = {
@@ -330,6 +374,8 @@ export const opsRoutes = {
     status: 200,
     response: forcePasswordResetResponseSchema,
   },
+  mfaKeys: { method: 'GET', path: '/ops/mfa/keys', status: 200, response: mfaKeysResponseSchema },
+  mfaReseal: { method: 'POST', path: '/ops/mfa/reseal', body: mfaResealBodySchema, status: 200, response: mfaResealResponseSchema },
 } as const satisfies Record<string, Route>;
 
 /** `admin_action_audit.action` values written by the ops API (the archive command adds its own). */
@@ -341,6 +387,7 @@ export const adminActions = [
   'sessions.revoke_all',
   'user.role',
   'user.force_password_reset',
+  'mfa.reseal',
 ] as const;
 export type AdminAction = (typeof adminActions)[number];
 

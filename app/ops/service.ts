@@ -14,10 +14,13 @@ import type { AuthService, RevocationReason } from '../auth/service.js';
 import { toPublicUser } from '../auth/service.js';
 import type { Role } from '../auth/store.js';
 import { AppError } from '../http/errors.js';
+import type { MfaService } from '../mfa/service.js';
 import type { OpsCaller } from './guard.js';
 import type {
   AdminAction,
   AdminAuditItem,
+  MfaKeys,
+  MfaReseal,
   OpsMetrics,
   SecurityEventItem,
 } from './schemas.js';
@@ -93,10 +96,12 @@ export type OpsDeps = {
   auth: Pick<AuthService, 'revokeUserSessionsIn' | 'revokeAllSessionsIn' | 'findUserIn' | 'setRoleIn' | 'requirePasswordResetIn'>;
   /** Drains by outcome, from the release feature. */
   drainCounts: () => Promise<{ started: number; completed: number; failed: number }>;
+  /** The TOTP key rotation of the MFA feature. */
+  mfa: Pick<MfaService, 'sealingState' | 'resealPending'>;
 };
 
 export const createOpsService = (deps: OpsDeps) => {
-  const { pool, store, adminAudit, audit, auth, drainCounts } = deps;
+  const { pool, store, adminAudit, audit, auth, drainCounts, mfa } = deps;
 
   const userOr404 = async (db: Queryable, userId: string) => {
     const user = await auth.findUserIn(db, userId);
@@ -163,6 +168,43 @@ export const createOpsService = (deps: OpsDeps) => {
         },
         drains,
         sessions: { active },
+      };
+    },
+
+    /** Where the TOTP secrets are sealed (key ids are fingerprints, never key material). */
+    mfaKeys: (): Promise<MfaKeys> => mfa.sealingState(),
+
+    /**
+     * Re-seals TOTP secrets still under an older key, for a few seconds at most (call again while
+     * pendingReseal drops). One admin_action_audit row (`mfa.reseal`), written in the transaction
+     * of the last batch.
+     */
+    resealMfaSecrets: async (caller: OpsCaller, meta: RequestMeta, input: { batchSize: number }): Promise<MfaReseal> => {
+      const outcome = await mfa.resealPending({
+        batchSize: input.batchSize,
+        onFinished: (tx, result) =>
+          adminAudit.record(tx, caller, meta, {
+            action: 'mfa.reseal',
+            // The current key's id (a fingerprint) is the target; details name the keys the
+            // secrets came from by fingerprint too (no "key" in the names: the details scrubber
+            // drops anything that sounds like a credential).
+            target: result.currentKeyId,
+            details: {
+              batchSize: input.batchSize,
+              batches: result.batches,
+              resealed: result.resealed,
+              pendingReseal: result.pendingReseal,
+              unreadable: result.unreadable,
+              resealedFrom: result.fromKeyIds,
+            },
+          }),
+      });
+      return {
+        resealed: outcome.resealed,
+        pendingReseal: outcome.pendingReseal,
+        unreadable: outcome.unreadable,
+        batches: outcome.batches,
+        currentKeyId: outcome.currentKeyId,
       };
     },
 

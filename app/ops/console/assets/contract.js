@@ -42,6 +42,7 @@ export const adminActions = [
   'sessions.revoke_all',
   'user.role',
   'user.force_password_reset',
+  'mfa.reseal',
 ];
 
 export const releasePlatforms = ['ios', 'android', 'windows', 'macos', 'linux', 'web'];
