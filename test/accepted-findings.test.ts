@@ -1,5 +1,5 @@
 import test from 'ava';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
@@ -138,8 +138,14 @@ test('trivyIgnore lists trivy/any entries with their expiry', (t) => {
   t.notRegex(text, /GHSA-2p57-rm9w-gvfp/);
 });
 
+const scratchDirs: string[] = [];
+test.after.always(() => {
+  for (const dir of scratchDirs) rmSync(dir, { recursive: true, force: true });
+});
+
 function runIn(files: Record<string, string>, args: string[]): { code: number; out: string[]; dir: string } {
   const dir = mkdtempSync(join(tmpdir(), 'accepted-findings-'));
+  scratchDirs.push(dir);
   for (const [name, text] of Object.entries(files)) writeFileSync(join(dir, name), text);
   const out: string[] = [];
   const rewritten = args.map((a) => (a.startsWith('@') ? join(dir, a.slice(1)) : a));
