@@ -98,21 +98,31 @@ const env = (keys: { current: Buffer; previous?: Buffer }) => ({
   AUTH_LOCKOUT_THRESHOLD: '100',
 });
 
+/** A service sealing with `key`, and `count` accounts enrolled and activated on it. */
+const enrolledUnder = async (t: ExecutionContext, key: Buffer, count: number) => {
+  const service = await startTestService(t, env({ current: key }));
+  const api = createApi(service.url);
+  const accounts: Account[] = [];
+  for (let i = 0; i < count; i += 1) accounts.push(await mfaAccount(t, api));
+  return { service, api, accounts };
+};
+
+/** Another service on `on`'s database with other keys: the rotation's next revision. */
+const restartedWith = async (t: ExecutionContext, on: TestService, keys: { current: Buffer; previous?: Buffer }) => {
+  const service = await startTestService(t, env(keys), { database: on.database });
+  return { service, api: createApi(service.url), ops: service.config.secrets.opsApiToken };
+};
+
 test('keys → reseal in batches → keys shows nothing pending; only the new key still verifies; one audited row per call', async (t) => {
   const keyA = newKey();
   const keyB = newKey();
-  const first = await startTestService(t, env({ current: keyA }));
-  const api = createApi(first.url);
-  const accounts: Account[] = [];
-  for (let i = 0; i < 5; i += 1) accounts.push(await mfaAccount(t, api));
+  const { service: first, api, accounts } = await enrolledUnder(t, keyA, 5);
   await mfaAccount(t, api, { pending: true });
   const before = await rowsOf(first);
   t.is(before.length, 6);
   t.true(before.every((row) => row.key_id.toString('hex') === fingerprint(keyA)));
 
-  const rotated = await startTestService(t, env({ current: keyB, previous: keyA }), { database: first.database });
-  const rotatedApi = createApi(rotated.url);
-  const ops = rotated.config.secrets.opsApiToken;
+  const { service: rotated, api: rotatedApi, ops } = await restartedWith(t, first, { current: keyB, previous: keyA });
 
   const keys = await rotatedApi.get<MfaKeys>(opsRoutes.mfaKeys.path, ops);
   t.is(keys.status, 200, JSON.stringify(keys.body));
@@ -176,8 +186,7 @@ test('keys → reseal in batches → keys shows nothing pending; only the new ke
   t.is((await adminRows(rotated, againId)).length, 1);
 
   // The previous key dropped: every activated user still completes MFA.
-  const onlyB = await startTestService(t, env({ current: keyB }), { database: first.database });
-  const onlyBApi = createApi(onlyB.url);
+  const { service: onlyB, api: onlyBApi } = await restartedWith(t, first, { current: keyB });
   for (const account of accounts) {
     const verified = await verify(onlyBApi, await challengeFor(t, onlyBApi, account), await nextCode(account));
     t.is(verified.status, 200, JSON.stringify(verified.body));
@@ -189,16 +198,12 @@ test('a secret no configured key opens is counted as unreadable, logged by user 
   const keyA = newKey();
   const keyB = newKey();
   const stranger = newKey();
-  const first = await startTestService(t, env({ current: keyA }));
-  const api = createApi(first.url);
-  const readable = await mfaAccount(t, api);
-  const lost = await mfaAccount(t, api);
+  const { service: first, accounts } = await enrolledUnder(t, keyA, 2);
+  const [readable, lost] = accounts as [Account, Account];
   await resealUnder(first, lost, stranger);
   const lostBefore = (await rowsOf(first)).find((row) => row.user_id === lost.id)!;
 
-  const rotated = await startTestService(t, env({ current: keyB, previous: keyA }), { database: first.database });
-  const rotatedApi = createApi(rotated.url);
-  const ops = rotated.config.secrets.opsApiToken;
+  const { service: rotated, api: rotatedApi, ops } = await restartedWith(t, first, { current: keyB, previous: keyA });
   const keys = await rotatedApi.get<MfaKeys>(opsRoutes.mfaKeys.path, ops);
   t.like(keys.body, { total: 2, underCurrentKey: 0, pendingReseal: 2 });
   t.true(keys.body.byKey.some((entry) => entry.keyId === fingerprint(stranger) && entry.count === 1 && !entry.current));
@@ -228,14 +233,8 @@ test('a secret no configured key opens is counted as unreadable, logged by user 
 test('verifies racing the reseal lose nothing, and a code accepted during the reseal cannot be replayed', async (t) => {
   const keyA = newKey();
   const keyB = newKey();
-  const first = await startTestService(t, env({ current: keyA }));
-  const api = createApi(first.url);
-  const accounts: Account[] = [];
-  for (let i = 0; i < 6; i += 1) accounts.push(await mfaAccount(t, api));
-
-  const rotated = await startTestService(t, env({ current: keyB, previous: keyA }), { database: first.database });
-  const rotatedApi = createApi(rotated.url);
-  const ops = rotated.config.secrets.opsApiToken;
+  const { service: first, accounts } = await enrolledUnder(t, keyA, 6);
+  const { service: rotated, api: rotatedApi, ops } = await restartedWith(t, first, { current: keyB, previous: keyA });
   const tokens = await Promise.all(accounts.map((account) => challengeFor(t, rotatedApi, account)));
   const codes: string[] = [];
   for (const account of accounts) codes.push(await nextCode(account));
@@ -265,8 +264,7 @@ test('verifies racing the reseal lose nothing, and a code accepted during the re
   }
 
   // And with the previous key gone, the next codes work.
-  const onlyB = await startTestService(t, env({ current: keyB }), { database: first.database });
-  const onlyBApi = createApi(onlyB.url);
+  const { api: onlyBApi } = await restartedWith(t, first, { current: keyB });
   for (const account of accounts) {
     const next = await verify(onlyBApi, await challengeFor(t, onlyBApi, account), await nextCode(account));
     t.is(next.status, 200, JSON.stringify(next.body));
@@ -276,13 +274,8 @@ test('verifies racing the reseal lose nothing, and a code accepted during the re
 test('a row a sign-in holds locked is skipped, not waited for, and picked up by the next call', async (t) => {
   const keyA = newKey();
   const keyB = newKey();
-  const first = await startTestService(t, env({ current: keyA }));
-  const api = createApi(first.url);
-  const accounts: Account[] = [];
-  for (let i = 0; i < 3; i += 1) accounts.push(await mfaAccount(t, api));
-  const rotated = await startTestService(t, env({ current: keyB, previous: keyA }), { database: first.database });
-  const rotatedApi = createApi(rotated.url);
-  const ops = rotated.config.secrets.opsApiToken;
+  const { service: first, accounts } = await enrolledUnder(t, keyA, 3);
+  const { service: rotated, api: rotatedApi, ops } = await restartedWith(t, first, { current: keyB, previous: keyA });
 
   const held = accounts[1]!;
   const whileLocked = await withAdminClient(async (client) => {
@@ -327,11 +320,8 @@ const ops = (service: TestService, args: string[], extra: Record<string, string 
 test('karaxas-ops mfa-keys and mfa-reseal through the binary: exit 0 once nothing is pending, 1 with unreadable secrets', async (t) => {
   const keyA = newKey();
   const keyB = newKey();
-  const first = await startTestService(t, env({ current: keyA }));
-  const api = createApi(first.url);
-  const accounts: Account[] = [];
-  for (let i = 0; i < 3; i += 1) accounts.push(await mfaAccount(t, api));
-  const rotated = await startTestService(t, env({ current: keyB, previous: keyA }), { database: first.database });
+  const { service: first, accounts } = await enrolledUnder(t, keyA, 3);
+  const { service: rotated } = await restartedWith(t, first, { current: keyB, previous: keyA });
 
   const table = await ops(rotated, ['mfa-keys']);
   t.is(table.code, 0, table.stderr);

@@ -245,7 +245,8 @@ export const createRevocationCache = (options: RevocationCacheOptions): Revocati
     },
 
     revoking: (target) => {
-      const until = performance.now() + pendingMs;
+      const now = performance.now();
+      const until = now + pendingMs;
       if (target === 'all' || pending.size + target.sessionIds.length > maxEntries) {
         pendingAllUntil = until;
         pending.clear();
@@ -255,7 +256,7 @@ export const createRevocationCache = (options: RevocationCacheOptions): Revocati
       }
       for (const [sessionId, expires] of pending) {
         // Insertion order is expiry order: stop at the first one still pending.
-        if (expires > until - pendingMs) break;
+        if (expires > now) break;
         pending.delete(sessionId);
       }
       for (const sessionId of target.sessionIds) {

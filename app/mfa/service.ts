@@ -476,8 +476,8 @@ export const createMfaService = (deps: MfaDeps) => {
     ): Promise<ResealOutcome> => {
       const batchSize = Math.min(Math.max(Math.trunc(options.batchSize ?? DEFAULT_RESEAL_BATCH_SIZE), 1), MAX_RESEAL_BATCH_SIZE);
       const deadline = Date.now() + (options.timeBudgetMs ?? DEFAULT_RESEAL_TIME_BUDGET_MS);
-      const totals = { resealed: 0, unreadable: 0, batches: 0 };
-      const fromKeyIds: Record<string, number> = {};
+      // The counts of the batches committed so far.
+      let totals = { resealed: 0, unreadable: 0, batches: 0, fromKeyIds: {} as Record<string, number> };
       let after: string | null = null;
       for (;;) {
         // Everything a batch computes stays local until its transaction committed.
@@ -499,33 +499,26 @@ export const createMfaService = (deps: MfaDeps) => {
             plaintext.fill(0);
           }
           const written = new Set(await store.writeResealed(tx, { keyId: currentKey.id, rows: writes }));
-          const from: Record<string, number> = {};
+          const fromKeyIds = { ...totals.fromKeyIds };
           for (const write of writes) {
             if (!written.has(write.userId)) continue;
             const keyId = write.oldKeyId.toString('hex');
-            from[keyId] = (from[keyId] ?? 0) + 1;
+            fromKeyIds[keyId] = (fromKeyIds[keyId] ?? 0) + 1;
           }
-          const last = rows.length < batchSize || Date.now() >= deadline;
+          const withBatch = {
+            resealed: totals.resealed + written.size,
+            unreadable: totals.unreadable + unreadable.length,
+            batches: totals.batches + 1,
+            fromKeyIds,
+          };
           let outcome: ResealOutcome | undefined;
-          if (last) {
-            const merged = { ...fromKeyIds };
-            for (const [keyId, count] of Object.entries(from)) merged[keyId] = (merged[keyId] ?? 0) + count;
-            outcome = {
-              currentKeyId,
-              resealed: totals.resealed + written.size,
-              pendingReseal: describeSealing(await store.countByKey(tx)).pendingReseal,
-              unreadable: totals.unreadable + unreadable.length,
-              batches: totals.batches + 1,
-              fromKeyIds: merged,
-            };
+          if (rows.length < batchSize || Date.now() >= deadline) {
+            outcome = { currentKeyId, ...withBatch, pendingReseal: describeSealing(await store.countByKey(tx)).pendingReseal };
             await options.onFinished?.(tx, outcome);
           }
-          return { lastUserId: rows.at(-1)?.user_id ?? null, written: written.size, from, unreadable, outcome };
+          return { lastUserId: rows.at(-1)?.user_id ?? null, withBatch, unreadable, outcome };
         });
-        totals.resealed += batch.written;
-        totals.unreadable += batch.unreadable.length;
-        totals.batches += 1;
-        for (const [keyId, count] of Object.entries(batch.from)) fromKeyIds[keyId] = (fromKeyIds[keyId] ?? 0) + count;
+        totals = batch.withBatch;
         if (batch.unreadable.length > 0) {
           logger.warn(
             { users: batch.unreadable.map((row) => ({ userId: row.userId, keyId: row.keyId })), count: batch.unreadable.length },
