@@ -19,7 +19,6 @@ import {
   UniqueIntegrityConstraintViolationError,
 } from 'slonik';
 import type { Config } from '../config/index.js';
-import { ClientQueryTimeoutError } from '../db/driver.js';
 import type { Logger } from '../logger.js';
 import { AppError, constraintErrors, errorRegistry, type ErrorCode } from './errors.js';
 import type { AppContext, AppState } from './route.js';
@@ -113,10 +112,9 @@ const isDatabaseUnavailable = (error: unknown): boolean => {
   if (error instanceof SlonikError) {
     // By class: slonik's error classes do not set `name` (it stays "Error"), so a connect
     // timeout (ConnectionError "timeout expired", no code) used to fall through to a 500.
-    // ClientQueryTimeoutError (no answer from a frozen or unreachable server) is a
-    // BackendTerminatedError already; named so that it stays a 503 whatever its base class.
+    // BackendTerminatedError includes app/db/driver.ts's ClientQueryTimeoutError (no answer from
+    // a frozen or unreachable server).
     if (
-      error instanceof ClientQueryTimeoutError ||
       error instanceof ConnectionError ||
       error instanceof BackendTerminatedError ||
       error instanceof BackendTerminatedUnexpectedlyError ||
